@@ -1,0 +1,97 @@
+"""Hard and smooth forms of the non-smooth primitives the cost model uses.
+
+Reports use the hard forms (exact max, min, ceil, step); the optimiser uses the smooth forms, which
+converge to the hard ones as the temperature goes to 0. The form is chosen by a static `Mode`, so a
+jitted function is compiled once per form and never branches on traced values.
+
+Temperatures are relative: `smooth_max(a, b)` blends over a band of about `temperature × (|a| + |b|)`,
+so the same temperature works for seconds and for bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+_TINY = 1e-30
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """Static choice of hard or smooth primitives.
+
+    Args:
+        smooth: False for exact (report) forms, True for differentiable relaxations.
+        temperature: relative width of the smooth transitions (dimensionless, > 0).
+    """
+
+    smooth: bool = False
+    temperature: float = 0.05
+
+
+HARD = Mode(smooth=False)
+SMOOTH = Mode(smooth=True, temperature=0.05)
+
+
+def safe_div(num: ArrayLike, den: ArrayLike) -> Array:
+    """`num / den` with `den == 0` mapped to 0 and finite gradients (double-where)."""
+    den = jnp.asarray(den)
+    ok = den != 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+
+def maximum(a: ArrayLike, b: ArrayLike, mode: Mode = HARD) -> Array:
+    """max(a, b); smooth form is a p-norm for non-negative inputs (never below the hard max)."""
+    if not mode.smooth:
+        return jnp.maximum(a, b)
+    p = 1.0 / mode.temperature
+    return overlap(a, b, p)
+
+
+def minimum(a: ArrayLike, b: ArrayLike, mode: Mode = HARD) -> Array:
+    """min(a, b) of non-negative inputs; smooth form is a negative p-norm (never above the hard min)."""
+    if not mode.smooth:
+        return jnp.minimum(a, b)
+    a = jnp.asarray(a)
+    b = jnp.asarray(b)
+    p = 1.0 / mode.temperature
+    scale = jnp.maximum(jnp.maximum(a, b), _TINY)
+    ra = jnp.maximum(a / scale, _TINY)
+    rb = jnp.maximum(b / scale, _TINY)
+    return scale * (ra ** (-p) + rb ** (-p)) ** (-1.0 / p)
+
+
+def overlap(a: ArrayLike, b: ArrayLike, p: ArrayLike) -> Array:
+    """Overlapped duration of two non-negative times: (a^p + b^p)^(1/p).
+
+    p = 1 is no overlap (the sum), p → ∞ is perfect overlap (the max). Scaled by the larger term so
+    large p does not overflow in float32.
+    """
+    a = jnp.asarray(a)
+    b = jnp.asarray(b)
+    scale = jnp.maximum(jnp.maximum(a, b), _TINY)
+    return scale * ((a / scale) ** p + (b / scale) ** p) ** (1.0 / p)
+
+
+def ceil(x: ArrayLike, mode: Mode = HARD) -> Array:
+    """ceil(x) for x ≥ 0; smooth form is x + 1/2 clipped below at x (a continuous upper-biased proxy).
+
+    The smooth form keeps the slope of 1 so gradients say "more work, more time", and overshoots the
+    hard ceiling by at most 1/2 on average, which rounding/repair removes.
+    """
+    x = jnp.asarray(x)
+    if not mode.smooth:
+        return jnp.ceil(x)
+    frac_soft = 0.5 * (1.0 - jnp.exp(-x / max(mode.temperature, 1e-6)))
+    return x + frac_soft
+
+
+def step(x: ArrayLike, mode: Mode = HARD) -> Array:
+    """1 where x ≥ 0 else 0; smooth form is a logistic of width `temperature`."""
+    x = jnp.asarray(x)
+    if not mode.smooth:
+        return jnp.where(x >= 0, 1.0, 0.0)
+    return 1.0 / (1.0 + jnp.exp(-x / mode.temperature))

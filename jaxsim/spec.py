@@ -1,0 +1,193 @@
+"""The specs: frozen pytrees describing a model, a GPU system, a deployment, a workload and an SLO.
+
+Every numeric field, counts included, is a float array so that it can be swept with `vmap` and
+differentiated without recompiling. Only names and code-path choices (the attention kind) are static.
+Units are SI (seconds, bytes, FLOP, FLOP/s, bytes/s); counts are plain numbers.
+Edit a spec with `eqx.tree_at`, e.g. `eqx.tree_at(lambda h: h.hbm_bytes_per_s, hw, 2 * hw.hbm_bytes_per_s)`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+
+def _f(x: ArrayLike) -> Array:
+    """Convert to the default float dtype (float32, or float64 under `jax_enable_x64`)."""
+    return jnp.asarray(x, dtype=jnp.result_type(float))
+
+
+def _num(default: float | None = None):
+    if default is None:
+        return eqx.field(converter=_f)
+    return eqx.field(converter=_f, default=default)
+
+
+ATTENTION_KINDS = ("gqa", "mla")
+
+
+class Model(eqx.Module):
+    """A decoder-only transformer, dense or MoE.
+
+    Attention is GQA (MHA when `n_kv_heads == n_heads`) or MLA; sliding-window layers and the
+    DeepSeek Sparse Attention indexer are numeric options (0 = off). FFNs are gated (SwiGLU: three
+    matrices of hidden × intermediate). The first `n_dense_layers` layers have a dense FFN, the rest MoE.
+    """
+
+    name: str = eqx.field(static=True)
+    attention: str = eqx.field(static=True)
+    n_layers: Array = _num()
+    n_dense_layers: Array = _num()
+    hidden: Array = _num()
+    vocab: Array = _num()
+    n_heads: Array = _num()
+    n_kv_heads: Array = _num()
+    head_dim: Array = _num()
+    v_head_dim: Array = _num()
+    q_lora_rank: Array = _num(0.0)
+    kv_lora_rank: Array = _num(0.0)
+    qk_nope_dim: Array = _num(0.0)
+    qk_rope_dim: Array = _num(0.0)
+    dense_intermediate: Array = _num(0.0)
+    n_routed_experts: Array = _num(0.0)
+    n_shared_experts: Array = _num(0.0)
+    top_k: Array = _num(0.0)
+    moe_intermediate: Array = _num(0.0)
+    shared_intermediate: Array = _num(0.0)
+    sliding_window: Array = _num(0.0)
+    sliding_layer_frac: Array = _num(0.0)
+    index_n_heads: Array = _num(0.0)
+    index_head_dim: Array = _num(0.0)
+    index_topk: Array = _num(0.0)
+    max_context: Array = _num(131072.0)
+    tied_embeddings: Array = _num(0.0)
+    n_mtp_layers: Array = _num(0.0)
+
+    def __check_init__(self) -> None:
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention must be one of {ATTENTION_KINDS}, got {self.attention!r}")
+
+    @property
+    def n_moe_layers(self) -> Array:
+        return self.n_layers - self.n_dense_layers
+
+
+class Efficiency(eqx.Module):
+    """Shape-dependent kernel efficiencies: the fraction of a roofline rate that real kernels reach.
+
+    Each efficiency is `max_frac × size / (size + half_size)`: it saturates at `max_frac` for large
+    shapes and falls for small ones (few GEMM rows, short contexts, few tokens per expert). Fractions
+    are clipped to ≤ 1 where used, so a kernel time never falls below the roofline bound.
+    """
+
+    gemm_compute_frac: Array = _num(0.7)
+    gemm_half_rows: Array = _num(64.0)
+    gemm_memory_frac: Array = _num(0.7)
+    attn_compute_frac: Array = _num(0.6)
+    attn_memory_frac: Array = _num(0.85)
+    attn_half_context: Array = _num(256.0)
+    moe_compute_frac: Array = _num(0.6)
+    moe_half_tokens: Array = _num(32.0)
+    moe_memory_frac: Array = _num(0.65)
+    scale_up_frac: Array = _num(0.7)
+    scale_out_frac: Array = _num(0.8)
+    layer_overhead_s: Array = _num(20e-6)
+    step_overhead_s: Array = _num(500e-6)
+    runtime_reserve_frac: Array = _num(0.08)
+
+
+class Hardware(eqx.Module):
+    """One GPU type inside its system: compute, HBM, scale-up domain and scale-out network.
+
+    Bandwidths are per GPU and per direction. A dtype without a native tensor-core path carries the
+    rate of the next wider one (FP4 weights on H100 run at the FP8 rate after dequantisation).
+    """
+
+    name: str = eqx.field(static=True)
+    bf16_flop_per_s: Array = _num()
+    fp8_flop_per_s: Array = _num()
+    fp4_flop_per_s: Array = _num()
+    hbm_bytes: Array = _num()
+    hbm_bytes_per_s: Array = _num()
+    scale_up_gpus: Array = _num()
+    scale_up_bytes_per_s: Array = _num()
+    scale_up_latency_s: Array = _num()
+    scale_out_bytes_per_s: Array = _num()
+    scale_out_latency_s: Array = _num()
+    tdp_watts: Array = _num()
+    eff: Efficiency = eqx.field(default_factory=Efficiency)
+
+
+BYTES_PER_DTYPE = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp4": 0.5, "nvfp4": 0.5}
+
+
+class Deployment(eqx.Module):
+    """How one serving instance (or one pool of them) is laid out and run.
+
+    Parallelism of one instance: attention runs TP × DP (attention data parallel) per pipeline stage;
+    MoE layers run EP × MoE-TP over the same GPUs, so `tp × dp == ep × moe_tp`; the instance has
+    `tp × dp × pp` GPUs. Precisions are bytes per element (2 = BF16, 1 = FP8, 0.5 = FP4) so they can
+    be swept: GEMM weights of attention / dense FFN / shared experts, routed-expert weights, KV cache,
+    attention math. `two_batch_overlap` (0/1) splits the batch in two micro-batches whose compute
+    hides the other's EP communication. `nextn` speculative tokens per step (MTP) are each accepted
+    with probability `nextn_accept`.
+    """
+
+    tp: Array = _num(1.0)
+    pp: Array = _num(1.0)
+    dp: Array = _num(1.0)
+    ep: Array = _num(1.0)
+    moe_tp: Array = _num(1.0)
+    two_batch_overlap: Array = _num(0.0)
+    nextn: Array = _num(0.0)
+    nextn_accept: Array = _num(0.0)
+    gemm_weight_bytes: Array = _num(2.0)
+    moe_weight_bytes: Array = _num(2.0)
+    kv_bytes: Array = _num(2.0)
+    attn_compute_bytes: Array = _num(2.0)
+    activation_bytes: Array = _num(2.0)
+    dispatch_bytes: Array = _num(1.0)
+    combine_bytes: Array = _num(2.0)
+    expert_imbalance: Array = _num(1.2)
+
+    @property
+    def gpus(self) -> Array:
+        """GPUs of one instance: TP × attention-DP × PP."""
+        return self.tp * self.dp * self.pp
+
+
+class StepBatch(eqx.Module):
+    """What one serving iteration processes, per attention-DP rank.
+
+    Args:
+        decode_requests: requests generating a token this iteration.
+        decode_context: mean KV length (tokens) those requests attend to.
+        prefill_tokens: new prompt tokens processed this iteration (a chunk or whole prompts).
+        prefill_context: mean number of KV positions each prefill token attends to (cached prefix +
+            earlier chunks + its causal position in this chunk).
+        prefill_sequences: how many prompts those prefill tokens belong to (≥ 1 when any).
+    """
+
+    decode_requests: Array = _num(0.0)
+    decode_context: Array = _num(0.0)
+    prefill_tokens: Array = _num(0.0)
+    prefill_context: Array = _num(0.0)
+    prefill_sequences: Array = _num(0.0)
+
+
+class Workload(eqx.Module):
+    """Tokens of one request: cached prefix (KV reused), new input (prefilled), output (decoded)."""
+
+    name: str = eqx.field(static=True, default="custom")
+    prefix_tokens: Array = _num(0.0)
+    input_tokens: Array = _num(1024.0)
+    output_tokens: Array = _num(256.0)
+
+
+class SLO(eqx.Module):
+    """Service-level targets: time to first token and time per output token, seconds."""
+
+    ttft_s: Array = _num(1.0)
+    tpot_s: Array = _num(0.05)

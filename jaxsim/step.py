@@ -1,0 +1,227 @@
+"""One serving iteration: composes the op costs of `cost/` into a time and a named breakdown.
+
+The iteration runs, on every attention-DP rank in lockstep, `decode_requests` decode requests
+(each with `1 + nextn` query tokens) plus `prefill_tokens` prompt tokens. Identical layers are costed
+once and multiplied by their count. Per layer:
+
+- attention: projections (GEMM), core attention of decode and prefill (kernels.attention_s), TP
+  all-reduce of the output;
+- FFN: a dense FFN (dense layers) or, for MoE layers, router + shared experts + routed experts as a
+  grouped GEMM over the whole instance's tokens, with EP dispatch before and combine after
+  (all-to-all over EP, all-gather / reduce-scatter over MoE-TP), and a TP all-reduce;
+- elementwise ops (norms, RoPE, residuals) and a fixed per-layer launch overhead.
+
+Two-batch overlap splits the batch into two micro-batches: each op is costed at half the tokens and
+the EP communication of one hides behind the compute of the other, per layer max(compute, comm).
+PP: each stage holds `n_layers / pp` layers; one iteration's latency crosses every stage, and with
+`pp` batches in flight a new iteration completes every `interval_s`.
+MTP / speculative decoding: each of the `nextn` draft steps costs one more (MoE) layer and LM head on
+the decode tokens (the draft module is one transformer block).
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jax import Array
+
+from jaxsim import smooth
+from jaxsim.cost import comm
+from jaxsim.cost import flops as F
+from jaxsim.cost import kernels as K
+from jaxsim.cost import memory as Mem
+from jaxsim.smooth import HARD, Mode
+from jaxsim.spec import Deployment, Hardware, Model, StepBatch
+
+BREAKDOWN = ("attention_s", "gemm_s", "moe_s", "dispatch_s", "combine_s", "tp_comm_s", "pp_comm_s", "other_s")
+
+
+class StepCost(eqx.Module):
+    """Time and memory of one iteration on the most loaded GPU of an instance.
+
+    `total_s` is the iteration's latency (all PP stages); `interval_s` the time between completions
+    of successive iterations when PP keeps `pp` iterations in flight (= total_s without PP).
+    The breakdown fields add up to `total_s + hidden_s`, where `hidden_s` is communication hidden
+    by two-batch overlap.
+    """
+
+    total_s: Array
+    interval_s: Array
+    attention_s: Array  # core attention incl. the DSA indexer
+    gemm_s: Array  # attention projections, dense FFN, shared experts, router, LM head
+    moe_s: Array  # routed experts
+    dispatch_s: Array
+    combine_s: Array
+    tp_comm_s: Array
+    pp_comm_s: Array
+    other_s: Array  # elementwise ops, launch and step overheads
+    hidden_s: Array
+    flops: Array  # FLOP per GPU in this iteration
+    weight_bytes: Array
+    kv_bytes: Array
+    activation_bytes: Array
+    memory_bytes: Array  # weights + KV + activations on the most loaded GPU
+    decode_tokens_per_request: Array  # tokens a decode request gains per iteration (1 + accepted drafts)
+    valid: Array  # 1.0 when the parallelism is realisable for this model, else 0.0
+
+
+def valid_parallelism(m: Model, d: Deployment) -> Array:
+    """1.0 when degrees are ≥ 1, `tp × dp == ep × moe_tp`, TP divides the heads, EP the experts and
+    PP does not exceed the layers; else 0.0 (traced; `presets.check_deployment` explains why)."""
+    ok = (d.tp >= 1) & (d.pp >= 1) & (d.dp >= 1) & (d.ep >= 1) & (d.moe_tp >= 1)
+    ok = ok & (jnp.abs(d.tp * d.dp - d.ep * d.moe_tp) < 0.5)
+    ok = ok & (jnp.mod(m.n_heads, d.tp) == 0)
+    ok = ok & ((m.n_routed_experts == 0) | (jnp.mod(m.n_routed_experts, d.ep) == 0))
+    ok = ok & (d.pp <= m.n_layers) & (d.nextn >= 0) & (d.nextn_accept >= 0) & (d.nextn_accept <= 1)
+    return ok.astype(d.tp.dtype)
+
+
+def _attention_layer(m: Model, hw: Hardware, d: Deployment, dec: Array, dec_ctx: Array, pre: Array,
+                     pre_ctx: Array, seqs: Array, mode: Mode) -> tuple[Array, Array, Array]:
+    """(core attention s, projection GEMM s, FLOPs) of one layer for one micro-batch."""
+    q_dec = dec * (1.0 + d.nextn)
+    tokens = q_dec + pre
+    main_w, kv_b_w = F.attention_weights_gpu(m, d.tp)
+    wb, ab = d.gemm_weight_bytes, d.activation_bytes
+    main = F.OpCost(2.0 * tokens * main_w, main_w * wb + tokens * 3.0 * m.hidden * ab)
+    gemm_t = K.gemm_s(hw, main.flops, main.bytes, tokens, wb, mode)
+    flops = main.flops
+
+    dec_op = F.decode_attention(m, d, dec, dec_ctx)
+    core_t = K.attention_s(hw, dec_op.flops, dec_op.bytes, dec_ctx, d.attn_compute_bytes, mode)
+    flops = flops + dec_op.flops
+
+    if m.attention == "mla":
+        # Absorbed decode: kv_b on the query tokens.
+        up_dec = F.OpCost(2.0 * q_dec * kv_b_w, kv_b_w * wb)
+        gemm_t = gemm_t + K.gemm_s(hw, up_dec.flops, up_dec.bytes, q_dec, wb, mode)
+        flops = flops + up_dec.flops
+        # Prefill takes the cheaper of expanding the latent of every context position it reads, or
+        # attending in the latent space (what kernels choose for long cached prefixes).
+        positions = F.prefill_kv_positions(pre, pre_ctx, seqs)
+        outs = []
+        for absorbed, up_rows in ((False, positions), (True, pre)):
+            att = F.prefill_attention(m, d, pre, pre_ctx, seqs, absorbed)
+            up = F.OpCost(2.0 * up_rows * kv_b_w, kv_b_w * wb + up_rows * m.kv_lora_rank * ab)
+            t = (K.attention_s(hw, att.flops, att.bytes, pre_ctx, d.attn_compute_bytes, mode)
+                 + K.gemm_s(hw, up.flops, up.bytes, up_rows, wb, mode))
+            outs.append((t, att.flops + up.flops))
+        (t_exp, f_exp), (t_abs, f_abs) = outs
+        pick_abs = t_abs < t_exp
+        core_t = core_t + smooth.minimum(t_exp, t_abs, mode)
+        flops = flops + jnp.where(pick_abs, f_abs, f_exp)
+    else:
+        att = F.prefill_attention(m, d, pre, pre_ctx, seqs, absorbed=False)
+        core_t = core_t + K.attention_s(hw, att.flops, att.bytes, pre_ctx, d.attn_compute_bytes, mode)
+        flops = flops + att.flops
+    return core_t, gemm_t, flops
+
+
+def step_cost(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mode = HARD) -> StepCost:
+    """Time, breakdown and memory of one serving iteration (see the module docstring).
+
+    Args:
+        m, hw, d: the model, the GPU system and the instance layout.
+        batch: per attention-DP rank decode requests / context and prefill tokens / context.
+        mode: `HARD` for reports, `SMOOTH` for gradient-based optimisation.
+    """
+    split = 1.0 + d.two_batch_overlap
+    dec = batch.decode_requests / split
+    pre = batch.prefill_tokens / split
+    seqs = batch.prefill_sequences / split
+    tokens = dec * (1.0 + d.nextn) + pre  # per rank, per micro-batch
+    wb, ab = d.gemm_weight_bytes, d.activation_bytes
+
+    # ---- attention side (every layer) ----
+    attn_t, attn_gemm_t, attn_flops = _attention_layer(
+        m, hw, d, dec, batch.decode_context, pre, batch.prefill_context, seqs, mode)
+    tp_ar = comm.all_reduce_s(hw, tokens * m.hidden * ab, d.tp)
+    elem_t = K.memory_bound_s(hw, F.elementwise_bytes(m, d, tokens)) + hw.eff.layer_overhead_s / split
+
+    # ---- dense FFN layer ----
+    dense = F.dense_ffn(m, d, tokens, m.dense_intermediate)
+    dense_t = K.gemm_s(hw, dense.flops, dense.bytes, tokens, wb, mode)
+
+    # ---- MoE layer ----
+    shared = F.dense_ffn(m, d, tokens, m.n_shared_experts * m.shared_intermediate)
+    gate = F.router(m, d, tokens)
+    moe_gemm_t = (K.gemm_s(hw, shared.flops, shared.bytes, tokens, wb, mode)
+                  + K.gemm_s(hw, gate.flops, gate.bytes, tokens, ab, mode))
+    load = F.expert_load(m, d, tokens * d.dp)
+    routed = F.routed_experts(m, d, load)
+    routed_t = K.grouped_gemm_s(hw, routed.flops, routed.bytes, load.rows_per_expert, d.moe_weight_bytes, mode)
+    local = tokens / d.tp  # tokens each GPU of the instance dispatches
+    gathered = jnp.where(d.ep > 1, tokens * d.dp * m.top_k / d.ep, tokens * d.dp) * m.hidden
+    dispatch_t = (comm.all_to_all_s(hw, local * m.top_k * m.hidden * d.dispatch_bytes, d.ep)
+                  + comm.all_gather_s(hw, gathered * d.dispatch_bytes, d.moe_tp))
+    combine_t = (comm.all_to_all_s(hw, local * m.top_k * m.hidden * d.combine_bytes, d.ep)
+                 + comm.reduce_scatter_s(hw, gathered * d.combine_bytes, d.moe_tp))
+
+    # ---- per-layer totals for one micro-batch, then overlap of the two ----
+    dense_compute = attn_t + attn_gemm_t + dense_t + 2.0 * tp_ar + elem_t
+    moe_compute = attn_t + attn_gemm_t + moe_gemm_t + routed_t + 2.0 * tp_ar + elem_t
+    moe_comm = dispatch_t + combine_t
+    tbo = d.two_batch_overlap > 0.5
+    moe_layer_t = jnp.where(tbo, split * smooth.maximum(moe_compute, moe_comm, mode), moe_compute + moe_comm)
+    dense_layer_t = split * dense_compute
+
+    # Draft (MTP) layers run on decode tokens; costed as one more layer of the model's kind each.
+    is_moe = jnp.where(m.n_moe_layers > 0, 1.0, 0.0)
+    n_moe = m.n_moe_layers + d.nextn * is_moe
+    n_dense = m.n_dense_layers + d.nextn * (1.0 - is_moe)
+
+    head_rows = dec * (1.0 + 2.0 * d.nextn) + seqs
+    head = F.lm_head(m, d, head_rows)
+    head_t = split * K.gemm_s(hw, head.flops, head.bytes, head_rows, ab, mode)
+    pp_hop = comm.p2p_s(hw, split * tokens * m.hidden * ab, d.gpus <= hw.scale_up_gpus)
+    pp_t = (d.pp - 1.0) * pp_hop
+
+    layers_t = n_moe * moe_layer_t + n_dense * dense_layer_t
+    # Layer costs are per GPU of the stage holding the layer, so one iteration crossing all stages
+    # takes all of them; a stage alone takes 1/pp of them.
+    total = layers_t + pp_t + head_t + hw.eff.step_overhead_s
+    interval = jnp.where(d.pp > 1.0, layers_t / d.pp + pp_hop + head_t + hw.eff.step_overhead_s, total)
+
+    # ---- breakdown (both micro-batches) ----
+    n_all = n_moe + n_dense
+    attention_s = split * n_all * attn_t
+    gemm_s = split * (n_all * attn_gemm_t + n_dense * dense_t + n_moe * moe_gemm_t) + head_t
+    moe_s = split * n_moe * routed_t
+    dispatch_s = split * n_moe * dispatch_t
+    combine_s = split * n_moe * combine_t
+    tp_comm_s = split * n_all * 2.0 * tp_ar
+    other_s = split * n_all * elem_t + hw.eff.step_overhead_s
+    parts = attention_s + gemm_s + moe_s + dispatch_s + combine_s + tp_comm_s + pp_t + other_s
+    hidden_s = jnp.maximum(parts - total, 0.0)
+
+    # ---- FLOPs and memory ----
+    flops = split * (n_all * attn_flops + n_dense * dense.flops + n_moe * (shared.flops + gate.flops + routed.flops)
+                     + head.flops) / d.pp
+    weights = Mem.weight_bytes_per_gpu(m, d)
+    kv_held = (batch.decode_requests * Mem.kv_bytes_per_request_gpu(m, d, batch.decode_context)
+               + Mem.kv_bytes_per_token_gpu(m, d)
+               * F.effective_context(m, F.prefill_kv_positions(batch.prefill_tokens, batch.prefill_context,
+                                                               batch.prefill_sequences)))
+    acts = Mem.activation_bytes_per_gpu(m, d, split * tokens, split * head_rows)
+    return StepCost(
+        total_s=total,
+        interval_s=interval,
+        attention_s=attention_s,
+        gemm_s=gemm_s,
+        moe_s=moe_s,
+        dispatch_s=dispatch_s,
+        combine_s=combine_s,
+        tp_comm_s=tp_comm_s,
+        pp_comm_s=pp_t,
+        other_s=other_s,
+        hidden_s=hidden_s,
+        flops=flops,
+        weight_bytes=weights,
+        kv_bytes=kv_held,
+        activation_bytes=acts,
+        memory_bytes=weights + kv_held + acts,
+        decode_tokens_per_request=1.0 + d.nextn * d.nextn_accept,
+        valid=valid_parallelism(m, d),
+    )
+
+
