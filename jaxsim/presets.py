@@ -389,17 +389,19 @@ def check_deployment(m: Model, d: Deployment) -> None:
 
 
 def _plain(x: Any) -> float | int:
-    f = float(np.asarray(x))
-    return int(f) if f.is_integer() else f
+    """A spec number as a plain Python number, without float32 representation noise."""
+    f = float(f"{float(np.asarray(x)):.7g}")
+    return int(f) if f.is_integer() and abs(f) < 2**53 else f
 
 
 def describe_model(m: Model) -> dict[str, Any]:
     """Architecture fields plus derived sizes (parameters, KV bytes per token)."""
     out: dict[str, Any] = {"name": m.name, "attention": m.attention}
     out.update({k: _plain(getattr(m, k)) for k in MODEL_FIELDS})
-    out["total_params"] = _plain(np.round(float(F.total_params(m))))
-    out["active_params_per_token"] = _plain(np.round(float(F.active_params(m))))
-    out["kv_bytes_per_token"] = {"bf16": _plain(F.kv_bytes_per_token(m, 2.0)), "fp8": _plain(F.kv_bytes_per_token(m, 1.0))}
+    out["total_params"] = _plain(F.total_params(m))
+    out["active_params_per_token"] = _plain(F.active_params(m))
+    out["kv_bytes_per_token"] = {"bf16": _plain(F.kv_bytes_per_token(m, 2.0)),
+                                 "fp8": _plain(F.kv_bytes_per_token(m, 1.0))}
     return out
 
 

@@ -16,9 +16,6 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-_TINY = 1e-30
-
-
 @dataclasses.dataclass(frozen=True)
 class Mode:
     """Static choice of hard or smooth primitives.
@@ -52,28 +49,29 @@ def maximum(a: ArrayLike, b: ArrayLike, mode: Mode = HARD) -> Array:
 
 
 def minimum(a: ArrayLike, b: ArrayLike, mode: Mode = HARD) -> Array:
-    """min(a, b) of non-negative inputs; smooth form is a negative p-norm (never above the hard min)."""
+    """min(a, b) of non-negative inputs; smooth form is a negative p-norm (never above the hard min).
+
+    Written as min · (1 + (min / max)^p)^(-1/p), which equals (a^-p + b^-p)^(-1/p) without overflow.
+    """
     if not mode.smooth:
         return jnp.minimum(a, b)
-    a = jnp.asarray(a)
-    b = jnp.asarray(b)
     p = 1.0 / mode.temperature
-    scale = jnp.maximum(jnp.maximum(a, b), _TINY)
-    ra = jnp.maximum(a / scale, _TINY)
-    rb = jnp.maximum(b / scale, _TINY)
-    return scale * (ra ** (-p) + rb ** (-p)) ** (-1.0 / p)
+    lo, hi = jnp.minimum(a, b), jnp.maximum(a, b)
+    ratio = safe_div(lo, hi)
+    return lo * (1.0 + ratio**p) ** (-1.0 / p)
 
 
 def overlap(a: ArrayLike, b: ArrayLike, p: ArrayLike) -> Array:
     """Overlapped duration of two non-negative times: (a^p + b^p)^(1/p).
 
     p = 1 is no overlap (the sum), p → ∞ is perfect overlap (the max). Scaled by the larger term so
-    large p does not overflow in float32.
+    large p does not overflow in float32; the scaled sum is ≥ 1 whenever either time is positive, so
+    clipping it at 1 changes nothing but keeps the gradient finite when both are 0.
     """
-    a = jnp.asarray(a)
-    b = jnp.asarray(b)
-    scale = jnp.maximum(jnp.maximum(a, b), _TINY)
-    return scale * ((a / scale) ** p + (b / scale) ** p) ** (1.0 / p)
+    hi = jnp.maximum(a, b)
+    scale = jnp.where(hi > 0, hi, 1.0)  # double-where: finite gradients when both are 0
+    total = jnp.maximum((a / scale) ** p + (b / scale) ** p, 1.0)
+    return hi * total ** (1.0 / p)
 
 
 def ceil(x: ArrayLike, mode: Mode = HARD) -> Array:

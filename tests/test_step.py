@@ -1,0 +1,171 @@
+"""The step model: invariants, a hand-computed case, transform consistency, gradients, recompiles."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsim as js
+from tests.conftest import x64
+from jaxsim.smooth import Mode
+from jaxsim.step import BREAKDOWN
+
+RATE_FIELDS = ("bf16_flop_per_s", "fp8_flop_per_s", "fp4_flop_per_s", "hbm_bytes_per_s", "scale_up_bytes_per_s",
+               "scale_out_bytes_per_s")
+TIME_FIELDS = ("scale_up_latency_s", "scale_out_latency_s")
+
+
+def random_cases(model: js.Model, n: int, seed: int) -> list[tuple[js.Deployment, js.StepBatch]]:
+    """Valid deployments (tp·dp = ep·moe_tp, divisors of heads and experts) with random batches."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    experts = float(model.n_routed_experts)
+    while len(cases) < n:
+        tp, dp, pp = (int(rng.choice([1, 2, 4, 8])) for _ in range(3))
+        gpus = tp * dp
+        ep = int(rng.choice([e for e in (1, 2, 4, 8, 16, 32, 64) if gpus % e == 0 and (experts == 0 or experts % e == 0)]))
+        if experts == 0:
+            ep = 1
+        d = js.Deployment(tp=tp, dp=dp, pp=pp, ep=ep, moe_tp=gpus // ep, two_batch_overlap=float(rng.integers(0, 2)),
+                          nextn=float(rng.integers(0, 3)), nextn_accept=float(rng.uniform(0, 1)),
+                          gemm_weight_bytes=float(rng.choice([1.0, 2.0])), moe_weight_bytes=float(rng.choice([0.5, 1, 2])),
+                          kv_bytes=float(rng.choice([1.0, 2.0])), attn_compute_bytes=float(rng.choice([1.0, 2.0])))
+        if float(js.valid_parallelism(model, d)) != 1.0:
+            continue
+        pre = float(rng.choice([0.0, rng.uniform(1, 8192)]))
+        b = js.StepBatch(decode_requests=float(rng.uniform(0, 256)), decode_context=float(rng.uniform(1, 32768)),
+                         prefill_tokens=pre, prefill_context=float(rng.uniform(1, 16384)) if pre else 0.0,
+                         prefill_sequences=float(rng.integers(1, 4)) if pre else 0.0)
+        cases.append((d, b))
+    return cases
+
+
+MODELS = ("deepseek-v3", "deepseek-v3.2", "qwen3-235b-a22b", "gpt-oss-120b", "llama-3.1-70b")
+step = jax.jit(js.step_cost, static_argnames="mode")
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def model(request: pytest.FixtureRequest) -> js.Model:
+    return js.load_model(request.param)
+
+
+def test_breakdown_adds_up(model: js.Model, h200: js.Hardware) -> None:
+    for d, b in random_cases(model, 10, 1):
+        c = step(model, h200, d, b)
+        parts = sum(float(getattr(c, k)) for k in BREAKDOWN)
+        assert parts - float(c.hidden_s) == pytest.approx(float(c.total_s), rel=1e-5)
+        assert float(c.total_s) > 0 and np.isfinite(float(c.total_s))
+        if float(d.two_batch_overlap) == 0:
+            assert float(c.hidden_s) <= 1e-6 * float(c.total_s)
+
+
+def test_faster_hardware_never_slows_a_step(model: js.Model, h200: js.Hardware) -> None:
+    for d, b in random_cases(model, 8, 2):
+        base = float(step(model, h200, d, b).total_s)
+        for field in RATE_FIELDS:
+            faster = eqx.tree_at(lambda h, f=field: getattr(h, f), h200, 2.0 * getattr(h200, field))
+            assert float(step(model, faster, d, b).total_s) <= base * (1 + 1e-6), field
+        for field in TIME_FIELDS:
+            quicker = eqx.tree_at(lambda h, f=field: getattr(h, f), h200, 0.5 * getattr(h200, field))
+            assert float(step(model, quicker, d, b).total_s) <= base * (1 + 1e-6), field
+
+
+def test_scaling_every_rate_divides_time(model: js.Model, h200: js.Hardware) -> None:
+    k = 3.0
+    fast = eqx.tree_at(lambda h: [getattr(h, f) for f in RATE_FIELDS], h200, [k * getattr(h200, f) for f in RATE_FIELDS])
+    fast = eqx.tree_at(lambda h: [getattr(h, f) for f in TIME_FIELDS], fast, [getattr(h200, f) / k for f in TIME_FIELDS])
+    fast = eqx.tree_at(lambda h: (h.eff.layer_overhead_s, h.eff.step_overhead_s), fast,
+                       (h200.eff.layer_overhead_s / k, h200.eff.step_overhead_s / k))
+    for d, b in random_cases(model, 8, 3):
+        assert float(step(model, fast, d, b).total_s) == pytest.approx(float(step(model, h200, d, b).total_s) / k,
+                                                                         rel=1e-5)
+
+
+def test_time_grows_with_batch_and_context(model: js.Model, h200: js.Hardware) -> None:
+    for d, b in random_cases(model, 6, 4):
+        t0 = float(step(model, h200, d, b).total_s)
+        for field in ("decode_requests", "decode_context", "prefill_tokens"):
+            bigger = eqx.tree_at(lambda x, f=field: getattr(x, f), b, 1.5 * getattr(b, field) + 16)
+            if field == "prefill_tokens":
+                bigger = eqx.tree_at(lambda x: (x.prefill_sequences, x.prefill_context), bigger,
+                                     (jnp.maximum(b.prefill_sequences, 1.0), jnp.maximum(b.prefill_context, 1.0)))
+            assert float(step(model, h200, d, bigger).total_s) >= t0 * (1 - 1e-6), field
+
+
+def test_invalid_parallelism_flagged(ds3: js.Model, h200: js.Hardware) -> None:
+    bad = [js.Deployment(tp=3, ep=3), js.Deployment(tp=8, ep=4), js.Deployment(tp=1, dp=6, ep=6)]
+    for d in bad:
+        assert float(step(ds3, h200, d, js.StepBatch(decode_requests=1, decode_context=10)).valid) == 0.0
+
+
+def test_hand_computed_memory_bound_decode(h200: js.Hardware) -> None:
+    """Llama-3.1-70B, TP8, BF16, one request with a 1-token context: every GEMM is weight-bound."""
+    m = js.load_model("llama-3.1-70b")
+    d = js.Deployment(tp=8)
+    c = step(m, h200, d, js.StepBatch(decode_requests=1, decode_context=1))
+    # Per GPU and layer: Q,O 2·8192·(64/8)·128 + K,V 2·8192·1·128 + FFN 3·8192·28672/8 elements, 2 bytes each.
+    layer_weights = (2 * 8192 * 8 * 128 + 2 * 8192 * 1 * 128 + 3 * 8192 * 28672 / 8) * 2
+    lm_head = 8192 * 128256 / 8 * 2
+    bw = 4.8e12 * 0.65  # H200 HBM × provisional GEMM memory efficiency
+    assert float(c.gemm_s) == pytest.approx((80 * layer_weights + lm_head) / bw, rel=0.01)
+    # TP all-reduce: 2 per layer, 8192 × 2 bytes, ring 2·7/8 over NVLink at 450 GB/s × 0.75, + 2·log2(8)·3 µs.
+    ar = 2 * 7 / 8 * 8192 * 2 / (450e9 * 0.75) + 2 * 3 * 3e-6
+    assert float(c.tp_comm_s) == pytest.approx(80 * 2 * ar, rel=1e-4)
+
+
+def test_jit_equals_nojit_and_vmap_equals_loop(ds3: js.Model, h200: js.Hardware) -> None:
+    cases = random_cases(ds3, 6, 5)
+    eager = [js.step_cost(ds3, h200, d, b).total_s for d, b in cases]
+    jitted = [step(ds3, h200, d, b).total_s for d, b in cases]
+    np.testing.assert_allclose(np.array(jitted), np.array(eager), rtol=1e-5)
+    ds, bs = zip(*cases, strict=True)
+    d_stack = jax.tree.map(lambda *x: jnp.stack(x), *ds)
+    b_stack = jax.tree.map(lambda *x: jnp.stack(x), *bs)
+    vm = jax.jit(jax.vmap(js.step_cost, in_axes=(None, None, 0, 0)))(ds3, h200, d_stack, b_stack)
+    np.testing.assert_allclose(np.asarray(vm.total_s), np.array(jitted), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(vm.memory_bytes), [float(step(ds3, h200, d, b).memory_bytes)
+                                                             for d, b in cases], rtol=1e-5)
+
+
+def test_float32_close_to_float64(model: js.Model, h200: js.Hardware) -> None:
+    cases = random_cases(model, 4, 6)
+    f32 = [float(js.step_cost(model, h200, d, b).total_s) for d, b in cases]
+    with x64():
+        up = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float64) if eqx.is_array(x) else x, t)  # noqa: E731
+        f64 = [float(js.step_cost(up(model), up(h200), up(d), up(b)).total_s) for d, b in cases]
+    np.testing.assert_allclose(f32, f64, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", [js.HARD, js.SMOOTH])
+def test_gradients_finite_for_every_field(model: js.Model, h200: js.Hardware, mode: Mode) -> None:
+    def total(mm: js.Model, hw: js.Hardware, d: js.Deployment, b: js.StepBatch) -> jax.Array:
+        return js.step_cost(mm, hw, d, b, mode=mode).total_s
+
+    grad = jax.jit(jax.grad(total, argnums=(0, 1, 2, 3)))
+    for d, b in random_cases(model, 3, 7) + [(js.Deployment(), js.StepBatch())]:
+        grads = grad(model, h200, d, b)
+        for leaf in jax.tree.leaves(grads):
+            assert np.all(np.isfinite(np.asarray(leaf)))
+    # The gradient is informative: more decode requests cost time, more HBM bandwidth saves it.
+    g = grad(model, h200, js.Deployment(), js.StepBatch(decode_requests=32, decode_context=2048))
+    assert float(g[3].decode_requests) > 0 and float(g[1].hbm_bytes_per_s) < 0
+
+
+def test_smooth_converges_to_hard(ds3: js.Model, h200: js.Hardware) -> None:
+    for d, b in random_cases(ds3, 4, 8):
+        hard = float(step(ds3, h200, d, b).total_s)
+        errs = [abs(float(step(ds3, h200, d, b, mode=Mode(smooth=True, temperature=t)).total_s) / hard - 1)
+                for t in (0.1, 0.02, 0.002)]
+        assert errs[2] < 0.01 and errs[2] <= errs[0] + 1e-6
+
+
+def test_no_recompile_when_values_change(ds3: js.Model, h200: js.Hardware) -> None:
+    counted = eqx.debug.assert_max_traces(js.step_cost, max_traces=1)
+    f = jax.jit(counted)
+    for d, b in random_cases(ds3, 5, 9):
+        f(ds3, h200, d, b).total_s.block_until_ready()
+    faster = eqx.tree_at(lambda h: h.hbm_bytes_per_s, h200, 2 * h200.hbm_bytes_per_s)
+    f(ds3, faster, js.Deployment(), js.StepBatch(decode_requests=3.0)).total_s.block_until_ready()
