@@ -1,5 +1,6 @@
 """jaxsim: a vectorized, JIT-compiled, differentiable simulator of MoE LLM serving."""
 
+from jaxsim.batching import blocked_vmap
 from jaxsim.cost.flops import active_params, kv_bytes_per_token, total_params
 from jaxsim.cost.memory import kv_bytes_per_token_gpu, kv_capacity_tokens, weight_bytes_per_gpu
 from jaxsim.presets import (
@@ -17,7 +18,7 @@ from jaxsim.presets import (
 )
 from jaxsim.smooth import HARD, SMOOTH, Mode
 from jaxsim.spec import SLO, Deployment, Efficiency, Hardware, Model, StepBatch, Workload
-from jaxsim.step import BREAKDOWN, StepCost, step_cost, valid_parallelism
+from jaxsim.step import BREAKDOWN, StepCost, step_cost, step_cost_batch, valid_parallelism
 
 __version__ = "0.1.0"
 
@@ -36,6 +37,7 @@ __all__ = [
     "StepCost",
     "Workload",
     "active_params",
+    "blocked_vmap",
     "check_deployment",
     "describe_model",
     "dtype_bytes",
@@ -50,6 +52,7 @@ __all__ = [
     "make_workload",
     "model_from_hf_config",
     "step_cost",
+    "step_cost_batch",
     "total_params",
     "valid_parallelism",
     "weight_bytes_per_gpu",

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
+
 @dataclasses.dataclass(frozen=True)
 class Mode:
     """Static choice of hard or smooth primitives.

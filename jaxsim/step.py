@@ -26,6 +26,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxsim import smooth
+from jaxsim.batching import blocked_vmap
 from jaxsim.cost import comm
 from jaxsim.cost import flops as F
 from jaxsim.cost import kernels as K
@@ -65,13 +66,19 @@ class StepCost(eqx.Module):
     valid: Array  # 1.0 when the parallelism is realisable for this model, else 0.0
 
 
+def _divides(d: Array, x: Array) -> Array:
+    """d divides x (floats holding whole numbers); cheaper than a float remainder when vectorised."""
+    q = x / d
+    return q == jnp.floor(q)
+
+
 def valid_parallelism(m: Model, d: Deployment) -> Array:
-    """1.0 when degrees are ≥ 1, `tp × dp == ep × moe_tp`, TP divides the heads, EP the experts and
+    """1.0 when degrees are ≥ 1, `tp × dp == ep × moe_tp` (MoE models), TP divides the heads, EP the experts and
     PP does not exceed the layers; else 0.0 (traced; `presets.check_deployment` explains why)."""
     ok = (d.tp >= 1) & (d.pp >= 1) & (d.dp >= 1) & (d.ep >= 1) & (d.moe_tp >= 1)
-    ok = ok & (jnp.abs(d.tp * d.dp - d.ep * d.moe_tp) < 0.5)
-    ok = ok & (jnp.mod(m.n_heads, d.tp) == 0)
-    ok = ok & ((m.n_routed_experts == 0) | (jnp.mod(m.n_routed_experts, d.ep) == 0))
+    ok = ok & ((m.n_routed_experts == 0) | (jnp.abs(d.tp * d.dp - d.ep * d.moe_tp) < 0.5))
+    ok = ok & _divides(d.tp, m.n_heads)
+    ok = ok & ((m.n_routed_experts == 0) | _divides(d.ep, m.n_routed_experts))
     ok = ok & (d.pp <= m.n_layers) & (d.nextn >= 0) & (d.nextn_accept >= 0) & (d.nextn_accept <= 1)
     return ok.astype(d.tp.dtype)
 
@@ -225,3 +232,12 @@ def step_cost(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mod
     )
 
 
+
+
+@eqx.filter_jit
+def step_cost_batch(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mode = HARD,
+                    block: int = 4096) -> StepCost:
+    """`step_cost` for many configurations at once: every array leaf of `d` and `batch` carries a
+    leading axis of N configurations (scalars are broadcast). One compilation per (model kind, N, mode).
+    """
+    return blocked_vmap(lambda dd, bb: step_cost(m, hw, dd, bb, mode), block)(d, batch)

@@ -17,7 +17,7 @@ def h200() -> js.Hardware:
     return js.load_hardware("h200-sxm")
 
 
-def x64():  # noqa: ANN201 - a context manager from whichever JAX API exists
+def x64():
     """Float64 inside a `with` block, without changing the global configuration."""
     import jax
 

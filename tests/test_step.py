@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import jaxsim as js
-from tests.conftest import x64
 from jaxsim.smooth import Mode
 from jaxsim.step import BREAKDOWN
+from tests.conftest import x64
 
 RATE_FIELDS = ("bf16_flop_per_s", "fp8_flop_per_s", "fp4_flop_per_s", "hbm_bytes_per_s", "scale_up_bytes_per_s",
                "scale_out_bytes_per_s")
@@ -145,7 +145,7 @@ def test_gradients_finite_for_every_field(model: js.Model, h200: js.Hardware, mo
         return js.step_cost(mm, hw, d, b, mode=mode).total_s
 
     grad = jax.jit(jax.grad(total, argnums=(0, 1, 2, 3)))
-    for d, b in random_cases(model, 3, 7) + [(js.Deployment(), js.StepBatch())]:
+    for d, b in [*random_cases(model, 3, 7), (js.Deployment(), js.StepBatch())]:
         grads = grad(model, h200, d, b)
         for leaf in jax.tree.leaves(grads):
             assert np.all(np.isfinite(np.asarray(leaf)))

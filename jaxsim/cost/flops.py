@@ -54,7 +54,8 @@ def mla_param_parts(m: Model) -> tuple[Array, Array, Array]:
 def indexer_params(m: Model) -> Array:
     """DSA lightning-indexer weights of one layer: query up-projection, key projection, head weights."""
     q_in = jnp.where(m.q_lora_rank > 0, m.q_lora_rank, m.hidden)
-    return q_in * m.index_n_heads * m.index_head_dim + m.hidden * m.index_head_dim + m.hidden * m.index_n_heads
+    on = jnp.where(m.index_topk > 0, 1.0, 0.0)
+    return on * (q_in * m.index_n_heads * m.index_head_dim + m.hidden * m.index_head_dim + m.hidden * m.index_n_heads)
 
 
 def attention_weights_gpu(m: Model, tp: ArrayLike) -> tuple[Array, Array]:
@@ -236,8 +237,10 @@ def prefill_attention(m: Model, d: Deployment, tokens: ArrayLike, context: Array
         dqk, dv = m.head_dim, m.v_head_dim
         kv_elems = jnp.maximum(m.n_kv_heads / d.tp, 1.0) * (dqk + dv)
     flops = 2.0 * tokens * read * heads * (dqk + dv)
+    # The cache is read at its own precision; MLA's expanded K/V come out of kv_b in compute precision.
+    elem_bytes = d.attn_compute_bytes if (m.attention == "mla" and not absorbed) else d.kv_bytes
     tiles = jnp.maximum(tokens / PREFILL_QUERY_TILE, sequences)
-    kv_read = tiles * read * kv_elems * d.kv_bytes
+    kv_read = tiles * read * kv_elems * elem_bytes
     idx = indexer_scoring(m, tokens, sequences, context)
     return OpCost(flops + idx.flops, kv_read + idx.bytes)
 
@@ -250,7 +253,8 @@ def prefill_kv_positions(tokens: ArrayLike, context: ArrayLike, sequences: Array
 def dense_ffn(m: Model, d: Deployment, tokens: ArrayLike, intermediate: ArrayLike) -> OpCost:
     """A gated FFN of width `intermediate`, TP-sharded (dense layers and shared experts)."""
     w = ffn_params(m.hidden, intermediate) / d.tp
-    return _gemm(tokens, w, m.hidden + 2.0 * intermediate / d.tp, m.hidden + 2.0 * intermediate / d.tp,
+    # gate/up read hidden and write 2·inter/tp; down reads inter/tp and writes hidden.
+    return _gemm(tokens, w, m.hidden + intermediate / d.tp, m.hidden + 2.0 * intermediate / d.tp,
                  d.gemm_weight_bytes, d.activation_bytes)
 
 
@@ -271,16 +275,19 @@ class ExpertLoad(NamedTuple):
 def expert_load(m: Model, d: Deployment, instance_tokens: ArrayLike) -> ExpertLoad:
     """Assignments and touched experts on the busiest EP rank for `instance_tokens` tokens.
 
-    Each token picks `top_k` of `E` experts; the busiest rank gets `expert_imbalance ×` the mean share.
-    The expected number of distinct experts hit by n uniform picks is E·(1 − (1 − 1/E)^n): at small
-    batch only a few experts' weights are read.
+    Each token picks `top_k` distinct experts of `E`; with EP > 1 the busiest rank gets
+    `expert_imbalance ×` the mean share (one rank has nobody to be imbalanced against). The expected
+    number of distinct experts hit by n tokens is E·(1 − (1 − k/E)^n): at small batch only a few
+    experts' weights are read.
     """
     experts = jnp.maximum(m.n_routed_experts, 2.0)  # finite for dense models (0 MoE layers anyway)
+    pick = jnp.clip(m.top_k / experts, 0.0, 1.0 - 1e-6)
+    imbalance = jnp.where(d.ep > 1, d.expert_imbalance, 1.0)
     assignments = instance_tokens * m.top_k
-    per_gpu = d.expert_imbalance * assignments / d.ep
+    per_gpu = imbalance * assignments / d.ep
     local_experts = experts / d.ep
-    touched = experts * -jnp.expm1(assignments * jnp.log1p(-1.0 / experts))
-    active = jnp.clip(touched / d.ep * d.expert_imbalance, jnp.minimum(per_gpu, 1.0), local_experts)
+    touched = experts * -jnp.expm1(instance_tokens * jnp.log1p(-pick))
+    active = jnp.clip(touched / d.ep * imbalance, jnp.minimum(per_gpu, 1.0), local_experts)
     rows = per_gpu / jnp.maximum(active, 1e-6)
     return ExpertLoad(per_gpu, active, rows)
 
@@ -289,8 +296,9 @@ def routed_experts(m: Model, d: Deployment, load: ExpertLoad) -> OpCost:
     """Routed experts as a grouped GEMM on one GPU: weights of the touched experts, 1/moe_tp of each."""
     w_expert = ffn_params(m.hidden, m.moe_intermediate) / d.moe_tp
     flops = 2.0 * load.tokens * w_expert
-    width = m.hidden + 2.0 * m.moe_intermediate / d.moe_tp
-    bytes_ = load.active_experts * w_expert * d.moe_weight_bytes + 2.0 * load.tokens * width * d.activation_bytes
+    # Per assignment: gate/up read hidden and write 2·inter/moe_tp, down reads inter/moe_tp and writes hidden.
+    width = 2.0 * m.hidden + 3.0 * m.moe_intermediate / d.moe_tp
+    bytes_ = load.active_experts * w_expert * d.moe_weight_bytes + load.tokens * width * d.activation_bytes
     return OpCost(flops, bytes_)
 
 
