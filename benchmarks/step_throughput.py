@@ -77,7 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1e3,1e4,1e5,1e6", help="comma-separated N")
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--block", type=int, default=4096, help="configurations per lax.map block")
+    ap.add_argument("--block", type=int, default=8192, help="configurations per lax.map block")
     ap.add_argument("--no-record", action="store_true", help="print only, do not append to the results file")
     args = ap.parse_args()
     model, hw = js.load_model("deepseek-v3"), js.load_hardware("h200-sxm")

@@ -1,9 +1,9 @@
 """Evaluate a one-configuration function over many configurations.
 
 `blocked_vmap` is `vmap` over the leading axis, run in blocks of `block` configurations with
-`lax.map`. The model returns many outputs from shared intermediates; XLA on the CPU materialises
+a loop of `dynamic_slice` → `vmap` → `dynamic_update_slice`. The model returns many outputs from shared intermediates; XLA on the CPU materialises
 those intermediates per output, and in blocks of a few thousand they stay in cache instead of
-streaming through main memory (about 3× faster at 1e6 configurations on 2 cores than one flat vmap).
+streaming through main memory (about 3× faster than one flat vmap at 1e6 configurations on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-DEFAULT_BLOCK = 4096
+DEFAULT_BLOCK = 8192
 
 
 def batch_size(*trees: Any) -> int:
@@ -35,7 +35,7 @@ def blocked_vmap(fn: Callable[..., Any], block: int = DEFAULT_BLOCK) -> Callable
     """`vmap(fn)` over the leading axis of every argument, evaluated `block` configurations at a time.
 
     Arguments are pytrees whose array leaves have a common leading axis (or are scalars, broadcast).
-    A last partial block runs as a plain `vmap`; results equal one `vmap` over everything.
+    Results equal one `vmap` over everything, for any N.
     """
     inner = jax.vmap(fn)
 
@@ -43,16 +43,24 @@ def blocked_vmap(fn: Callable[..., Any], block: int = DEFAULT_BLOCK) -> Callable
         n = batch_size(*args)
         arrays, static = eqx.partition(broadcast_batch(args, n), eqx.is_array)
         b = min(block, n)
-        blocks, rest = divmod(n, b)
+        blocks = -(-n // b)
 
         def call(a: Any) -> Any:
             return inner(*eqx.combine(a, static))
 
-        head = jax.tree.map(lambda x: x[: blocks * b].reshape(blocks, b, *x.shape[1:]), arrays)
-        out = jax.tree.map(lambda x: x.reshape(blocks * b, *x.shape[2:]), jax.lax.map(call, head))
-        if rest:  # the last partial block as one plain vmap
-            tail = call(jax.tree.map(lambda x: x[blocks * b:], arrays))
-            out = jax.tree.map(lambda x, y: jnp.concatenate([x, y]), out, tail)
-        return out
+        def take(start: jax.Array) -> Any:
+            return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, b), arrays)
+
+        shapes = jax.eval_shape(lambda: call(take(jnp.zeros((), jnp.int32))))
+        init = jax.tree.map(lambda s: jnp.zeros((n, *s.shape[1:]), s.dtype), shapes)
+
+        def body(i: jax.Array, out: Any) -> Any:
+            # The last block is shifted back to end at n: it recomputes a few configurations of the
+            # block before and writes identical values, so nothing is padded or concatenated.
+            start = jnp.minimum(i * b, n - b)
+            res = call(take(start))
+            return jax.tree.map(lambda o, r: jax.lax.dynamic_update_slice_in_dim(o, r, start, 0), out, res)
+
+        return jax.lax.fori_loop(0, blocks, body, init)
 
     return run

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxsim import smooth
-from jaxsim.batching import blocked_vmap
+from jaxsim.batching import DEFAULT_BLOCK, blocked_vmap
 from jaxsim.cost import comm
 from jaxsim.cost import flops as F
 from jaxsim.cost import kernels as K
@@ -199,7 +199,7 @@ def step_cost(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mod
     tp_comm_s = split * n_all * 2.0 * tp_ar
     other_s = split * n_all * elem_t + hw.eff.step_overhead_s
     parts = attention_s + gemm_s + moe_s + dispatch_s + combine_s + tp_comm_s + pp_t + other_s
-    hidden_s = jnp.maximum(parts - total, 0.0)
+    hidden_s = jnp.where(tbo, jnp.maximum(parts - total, 0.0), 0.0)
 
     # ---- FLOPs and memory ----
     flops = split * (n_all * attn_flops + n_dense * dense.flops + n_moe * (shared.flops + gate.flops + routed.flops)
@@ -236,7 +236,7 @@ def step_cost(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mod
 
 @eqx.filter_jit
 def step_cost_batch(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mode = HARD,
-                    block: int = 4096) -> StepCost:
+                    block: int = DEFAULT_BLOCK) -> StepCost:
     """`step_cost` for many configurations at once: every array leaf of `d` and `batch` carries a
     leading axis of N configurations (scalars are broadcast). One compilation per (model kind, N, mode).
     """
