@@ -1,12 +1,16 @@
 """Throughput of the jitted, vmapped step model on this machine.
 
 For N configurations (random valid DeepSeek-V3 deployments × random batches on H200), times
-`jaxsim.step_cost_batch` (jit + vmap in lax.map blocks): compile time apart, one warm-up call, then the median of `--repeats` runs.
+`jaxsim.blocked_vmap(step_cost)` (the body of `jaxsim.step_cost_batch`: vmap in cache-sized blocks):
+compile time apart, one warm-up call, then the median of `--repeats` runs.
 Beside it, the floor: a bare elementwise kernel over the same inputs and outputs (same array counts and
 shapes, one multiply-add per output), which bounds what any model of this I/O can reach.
+`--host-devices 2` splits the CPU into 2 XLA devices and shards the configuration axis over them
+(shard_map), which is how both cores of a 2-core machine get used: XLA runs each block on one thread.
 Appends one JSON row per (kernel, N) to `benchmarks/results/step_throughput.jsonl` and prints a table.
 
-    python benchmarks/step_throughput.py --sizes 1e3,1e4,1e5,1e6
+    python benchmarks/step_throughput.py --sizes 1e3,1e4,1e5,1e6,1e7
+    python benchmarks/step_throughput.py --sizes 1e3,1e4,1e5,1e6,1e7 --host-devices 2
 """
 
 from __future__ import annotations
@@ -17,14 +21,22 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+if __name__ == "__main__" and "--host-devices" in sys.argv:  # must precede the JAX import
+    _k = sys.argv[sys.argv.index("--host-devices") + 1]
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_k}"
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxsim as js
+from jaxsim.batching import blocked_vmap
 
 RESULTS = Path(__file__).parent / "results" / "step_throughput.jsonl"
 
@@ -39,7 +51,7 @@ def random_configs(n: int, seed: int = 0) -> tuple[js.Deployment, js.StepBatch]:
                       nextn=rng.integers(0, 2, n).astype(np.float32), nextn_accept=np.full(n, 0.7, np.float32),
                       gemm_weight_bytes=np.ones(n, np.float32), moe_weight_bytes=rng.choice([0.5, 1.0], n).astype(np.float32),
                       kv_bytes=np.ones(n, np.float32))
-    d = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)) if isinstance(x, jax.Array) else x, d)
+    d = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)) if eqx.is_array(x) else x, d)
     b = js.StepBatch(decode_requests=rng.uniform(1, 256, n).astype(np.float32),
                      decode_context=rng.uniform(256, 16384, n).astype(np.float32),
                      prefill_tokens=rng.choice([0.0, 2048.0], n).astype(np.float32),
@@ -78,12 +90,22 @@ def main() -> None:
     ap.add_argument("--sizes", default="1e3,1e4,1e5,1e6", help="comma-separated N")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--block", type=int, default=8192, help="configurations per lax.map block")
+    ap.add_argument("--host-devices", type=int, default=1, help="XLA CPU devices to shard over")
     ap.add_argument("--no-record", action="store_true", help="print only, do not append to the results file")
     args = ap.parse_args()
     model, hw = js.load_model("deepseek-v3"), js.load_hardware("h200-sxm")
 
-    def step(d: js.Deployment, b: js.StepBatch) -> js.StepCost:
-        return js.step_cost_batch(model, hw, d, b, block=args.block)
+    devices = jax.devices()
+    mesh = Mesh(np.array(devices), ("configs",))
+    spec = PartitionSpec("configs")
+
+    def per_device(d: js.Deployment, b: js.StepBatch) -> js.StepCost:
+        return blocked_vmap(lambda dd, bb: js.step_cost(model, hw, dd, bb), args.block)(d, b)
+
+    if len(devices) > 1:
+        step = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=spec, out_specs=spec))
+    else:
+        step = jax.jit(per_device)
 
     def floor(d: js.Deployment, b: js.StepBatch) -> js.StepCost:
         """Same inputs, same number of outputs, one fused multiply-add each."""
@@ -95,10 +117,10 @@ def main() -> None:
     info = machine()
     rows = []
     for n in (int(float(s)) for s in args.sizes.split(",")):
-        d, b = random_configs(n)
+        d, b = jax.device_put(random_configs(n), NamedSharding(mesh, spec))
         for kernel, fn in (("step_cost", step), ("elementwise_floor", floor_jit)):
             first, med = time_call(fn, d, b, repeats=args.repeats)
-            row = {"kernel": kernel, "n": n, "block": args.block, "compile_plus_first_s": first, "median_s": med,
+            row = {"kernel": kernel, "n": n, "block": args.block, "xla_devices": len(devices), "compile_plus_first_s": first, "median_s": med,
                    "evals_per_s": n / med, "repeats": args.repeats, **info}
             rows.append(row)
             print(f"{kernel:18s} N={n:>9d}  first call {first:7.3f} s  median {med * 1e3:9.3f} ms  "

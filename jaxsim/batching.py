@@ -52,7 +52,14 @@ def blocked_vmap(fn: Callable[..., Any], block: int = DEFAULT_BLOCK) -> Callable
             return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, b), arrays)
 
         shapes = jax.eval_shape(lambda: call(take(jnp.zeros((), jnp.int32))))
-        init = jax.tree.map(lambda s: jnp.zeros((n, *s.shape[1:]), s.dtype), shapes)
+        # Zeros derived from an input, so the buffer carries the inputs' sharding (e.g. inside shard_map).
+        base = jnp.zeros_like(jax.tree.leaves(arrays)[0].reshape(n, -1)[:, 0])
+
+        def zeros(sd: jax.ShapeDtypeStruct) -> jax.Array:
+            rest = sd.shape[1:]
+            return jnp.broadcast_to(base.reshape(n, *(1,) * len(rest)), (n, *rest)).astype(sd.dtype)
+
+        init = jax.tree.map(zeros, shapes)
 
         def body(i: jax.Array, out: Any) -> Any:
             # The last block is shifted back to end at n: it recomputes a few configurations of the
