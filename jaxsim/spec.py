@@ -164,6 +164,8 @@ class StepBatch(eqx.Module):
     Args:
         decode_requests: requests generating a token this iteration.
         decode_context: mean KV length (tokens) those requests attend to.
+        decode_context_spread: half-width of a uniform spread of their KV lengths around the mean
+            (a steady-state batch holds requests at every stage of their output); 0 = all equal.
         prefill_tokens: new prompt tokens processed this iteration (a chunk or whole prompts).
         prefill_context: mean number of KV positions each prefill token attends to (cached prefix +
             earlier chunks + its causal position in this chunk).
@@ -172,6 +174,7 @@ class StepBatch(eqx.Module):
 
     decode_requests: Array = _num(0.0)
     decode_context: Array = _num(0.0)
+    decode_context_spread: Array = _num(0.0)
     prefill_tokens: Array = _num(0.0)
     prefill_context: Array = _num(0.0)
     prefill_sequences: Array = _num(0.0)

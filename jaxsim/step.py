@@ -22,8 +22,10 @@ the decode tokens (the draft module is one transformer block).
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.typing import ArrayLike
 
 from jaxsim import smooth
 from jaxsim.batching import DEFAULT_BLOCK, blocked_vmap
@@ -83,9 +85,9 @@ def valid_parallelism(m: Model, d: Deployment) -> Array:
     return ok.astype(d.tp.dtype)
 
 
-def _attention_layer(m: Model, hw: Hardware, d: Deployment, dec: Array, dec_ctx: Array, pre: Array,
-                     pre_ctx: Array, seqs: Array, mode: Mode) -> tuple[Array, Array, Array]:
-    """(core attention s, projection GEMM s, FLOPs) of one layer for one micro-batch."""
+def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mode) -> tuple[Array, Array, Array]:
+    """(core attention s, projection GEMM s, FLOPs) of one layer for the (micro-)batch `b`."""
+    dec, pre, seqs, pre_ctx = b.decode_requests, b.prefill_tokens, b.prefill_sequences, b.prefill_context
     q_dec = dec * (1.0 + d.nextn)
     tokens = q_dec + pre
     main_w, kv_b_w = F.attention_weights_gpu(m, d.tp)
@@ -94,8 +96,8 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, dec: Array, dec_ctx:
     gemm_t = K.gemm_s(hw, main.flops, main.bytes, tokens, wb, mode)
     flops = main.flops
 
-    dec_op = F.decode_attention(m, d, dec, dec_ctx)
-    core_t = K.attention_s(hw, dec_op.flops, dec_op.bytes, dec_ctx, d.attn_compute_bytes, mode)
+    dec_op = F.decode_attention(m, d, dec, b.decode_context, b.decode_context_spread)
+    core_t = K.attention_s(hw, dec_op.flops, dec_op.bytes, b.decode_context, d.attn_compute_bytes, mode)
     flops = flops + dec_op.flops
 
     if m.attention == "mla":
@@ -114,14 +116,101 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, dec: Array, dec_ctx:
                  + K.gemm_s(hw, up.flops, up.bytes, up_rows, wb, mode))
             outs.append((t, att.flops + up.flops))
         (t_exp, f_exp), (t_abs, f_abs) = outs
-        pick_abs = t_abs < t_exp
         core_t = core_t + smooth.minimum(t_exp, t_abs, mode)
-        flops = flops + jnp.where(pick_abs, f_abs, f_exp)
+        flops = flops + jnp.where(t_abs < t_exp, f_abs, f_exp)
     else:
         att = F.prefill_attention(m, d, pre, pre_ctx, seqs, absorbed=False)
         core_t = core_t + K.attention_s(hw, att.flops, att.bytes, pre_ctx, d.attn_compute_bytes, mode)
         flops = flops + att.flops
     return core_t, gemm_t, flops
+
+
+class LayerCosts(eqx.Module):
+    """Times (s) and FLOPs of one layer of each kind on one GPU, for one (micro-)batch.
+
+    The attention side (attention, projections, dense FFN, shared experts + router, TP all-reduce,
+    elementwise) runs on the attention GPUs; the routed experts and their EP dispatch / combine on the
+    MoE GPUs — the same GPUs without AFD, a separate group with it.
+    """
+
+    attention_s: Array
+    attn_gemm_s: Array
+    dense_ffn_s: Array
+    moe_gemm_s: Array  # shared experts + router
+    routed_s: Array
+    dispatch_s: Array
+    combine_s: Array
+    tp_all_reduce_s: Array  # one all-reduce of the hidden state over TP
+    elementwise_s: Array  # elementwise ops + per-layer launch overhead
+    attn_flops: Array
+    dense_ffn_flops: Array
+    moe_gemm_flops: Array
+    routed_flops: Array
+    tokens: Array  # tokens per attention rank in this (micro-)batch
+
+
+def attention_side(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mode = HARD,
+                   overhead_share: ArrayLike = 1.0) -> LayerCosts:
+    """Attention-side costs of one layer for batch `b` on one attention rank; MoE-side fields are 0."""
+    tokens = b.decode_requests * (1.0 + d.nextn) + b.prefill_tokens
+    wb, ab = d.gemm_weight_bytes, d.activation_bytes
+    attn_t, attn_gemm_t, attn_flops = _attention_layer(m, hw, d, b, mode)
+    dense = F.dense_ffn(m, d, tokens, m.dense_intermediate)
+    shared = F.dense_ffn(m, d, tokens, m.n_shared_experts * m.shared_intermediate)
+    gate = F.router(m, d, tokens)
+    zero = jnp.zeros_like(tokens)
+    return LayerCosts(
+        attention_s=attn_t,
+        attn_gemm_s=attn_gemm_t,
+        dense_ffn_s=K.gemm_s(hw, dense.flops, dense.bytes, tokens, wb, mode),
+        moe_gemm_s=(K.gemm_s(hw, shared.flops, shared.bytes, tokens, wb, mode)
+                    + K.gemm_s(hw, gate.flops, gate.bytes, tokens, ab, mode)),
+        routed_s=zero,
+        dispatch_s=zero,
+        combine_s=zero,
+        tp_all_reduce_s=comm.all_reduce_s(hw, tokens * m.hidden * ab, d.tp),
+        elementwise_s=(K.memory_bound_s(hw, F.elementwise_bytes(m, d, tokens))
+                       + hw.eff.layer_overhead_s * overhead_share),
+        attn_flops=attn_flops,
+        dense_ffn_flops=dense.flops,
+        moe_gemm_flops=shared.flops + gate.flops,
+        routed_flops=zero,
+        tokens=tokens,
+    )
+
+
+def routed_experts_s(m: Model, hw: Hardware, d: Deployment, instance_tokens: ArrayLike,
+                     mode: Mode = HARD) -> tuple[Array, Array]:
+    """(time s, FLOPs) of one MoE layer's routed experts on the busiest of the `ep × moe_tp` MoE GPUs
+    that serve `instance_tokens` tokens."""
+    load = F.expert_load(m, d, instance_tokens)
+    routed = F.routed_experts(m, d, load)
+    return (K.grouped_gemm_s(hw, routed.flops, routed.bytes, load.rows_per_expert, d.moe_weight_bytes, mode),
+            routed.flops)
+
+
+def layer_costs(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mode = HARD,
+                overhead_share: ArrayLike = 1.0) -> LayerCosts:
+    """All per-layer costs of an instance whose attention and MoE layers share the same GPUs."""
+    side = attention_side(m, hw, d, b, mode, overhead_share)
+    tokens = side.tokens
+    routed_t, routed_flops = routed_experts_s(m, hw, d, tokens * d.dp, mode)
+    local = tokens / d.tp  # tokens each GPU of the instance dispatches
+    gathered = jnp.where(d.ep > 1, tokens * d.dp * m.top_k / d.ep, tokens * d.dp) * m.hidden
+    dispatch_t = (comm.all_to_all_s(hw, local * m.top_k * m.hidden * d.dispatch_bytes, d.ep)
+                  + comm.all_gather_s(hw, gathered * d.dispatch_bytes, d.moe_tp))
+    combine_t = (comm.all_to_all_s(hw, local * m.top_k * m.hidden * d.combine_bytes, d.ep)
+                 + comm.reduce_scatter_s(hw, gathered * d.combine_bytes, d.moe_tp))
+    return eqx.tree_at(lambda c: (c.routed_s, c.dispatch_s, c.combine_s, c.routed_flops), side,
+                       (routed_t, dispatch_t, combine_t, routed_flops))
+
+
+def layer_counts(m: Model, d: Deployment) -> tuple[Array, Array]:
+    """(MoE layers, dense layers) an iteration runs, MTP draft layers included.
+
+    Draft (MTP) layers run on decode tokens; each is costed as one more layer of the model's kind."""
+    is_moe = jnp.where(m.n_moe_layers > 0, 1.0, 0.0)
+    return m.n_moe_layers + d.nextn * is_moe, m.n_dense_layers + d.nextn * (1.0 - is_moe)
 
 
 def step_cost(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mode = HARD) -> StepCost:
@@ -133,82 +222,52 @@ def step_cost(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mod
         mode: `HARD` for reports, `SMOOTH` for gradient-based optimisation.
     """
     split = 1.0 + d.two_batch_overlap
-    dec = batch.decode_requests / split
-    pre = batch.prefill_tokens / split
-    seqs = batch.prefill_sequences / split
-    tokens = dec * (1.0 + d.nextn) + pre  # per rank, per micro-batch
-    wb, ab = d.gemm_weight_bytes, d.activation_bytes
-
-    # ---- attention side (every layer) ----
-    attn_t, attn_gemm_t, attn_flops = _attention_layer(
-        m, hw, d, dec, batch.decode_context, pre, batch.prefill_context, seqs, mode)
-    tp_ar = comm.all_reduce_s(hw, tokens * m.hidden * ab, d.tp)
-    elem_t = K.memory_bound_s(hw, F.elementwise_bytes(m, d, tokens)) + hw.eff.layer_overhead_s / split
-
-    # ---- dense FFN layer ----
-    dense = F.dense_ffn(m, d, tokens, m.dense_intermediate)
-    dense_t = K.gemm_s(hw, dense.flops, dense.bytes, tokens, wb, mode)
-
-    # ---- MoE layer ----
-    shared = F.dense_ffn(m, d, tokens, m.n_shared_experts * m.shared_intermediate)
-    gate = F.router(m, d, tokens)
-    moe_gemm_t = (K.gemm_s(hw, shared.flops, shared.bytes, tokens, wb, mode)
-                  + K.gemm_s(hw, gate.flops, gate.bytes, tokens, ab, mode))
-    load = F.expert_load(m, d, tokens * d.dp)
-    routed = F.routed_experts(m, d, load)
-    routed_t = K.grouped_gemm_s(hw, routed.flops, routed.bytes, load.rows_per_expert, d.moe_weight_bytes, mode)
-    local = tokens / d.tp  # tokens each GPU of the instance dispatches
-    gathered = jnp.where(d.ep > 1, tokens * d.dp * m.top_k / d.ep, tokens * d.dp) * m.hidden
-    dispatch_t = (comm.all_to_all_s(hw, local * m.top_k * m.hidden * d.dispatch_bytes, d.ep)
-                  + comm.all_gather_s(hw, gathered * d.dispatch_bytes, d.moe_tp))
-    combine_t = (comm.all_to_all_s(hw, local * m.top_k * m.hidden * d.combine_bytes, d.ep)
-                 + comm.reduce_scatter_s(hw, gathered * d.combine_bytes, d.moe_tp))
+    mb = jax.tree.map(lambda x: x / split, batch)
+    mb = eqx.tree_at(lambda x: (x.decode_context, x.decode_context_spread, x.prefill_context), mb,
+                     (batch.decode_context, batch.decode_context_spread, batch.prefill_context))
+    lc = layer_costs(m, hw, d, mb, mode, overhead_share=1.0 / split)
+    tokens = lc.tokens  # per rank, per micro-batch
+    ab = d.activation_bytes
 
     # ---- per-layer totals for one micro-batch, then overlap of the two ----
-    dense_compute = attn_t + attn_gemm_t + dense_t + 2.0 * tp_ar + elem_t
-    moe_compute = attn_t + attn_gemm_t + moe_gemm_t + routed_t + 2.0 * tp_ar + elem_t
-    moe_comm = dispatch_t + combine_t
+    attn_common = lc.attention_s + lc.attn_gemm_s + 2.0 * lc.tp_all_reduce_s + lc.elementwise_s
+    dense_compute = attn_common + lc.dense_ffn_s
+    moe_compute = attn_common + lc.moe_gemm_s + lc.routed_s
+    moe_comm = lc.dispatch_s + lc.combine_s
     tbo = d.two_batch_overlap > 0.5
     moe_layer_t = jnp.where(tbo, split * smooth.maximum(moe_compute, moe_comm, mode), moe_compute + moe_comm)
     dense_layer_t = split * dense_compute
+    n_moe, n_dense = layer_counts(m, d)
 
-    # Draft (MTP) layers run on decode tokens; costed as one more layer of the model's kind each.
-    is_moe = jnp.where(m.n_moe_layers > 0, 1.0, 0.0)
-    n_moe = m.n_moe_layers + d.nextn * is_moe
-    n_dense = m.n_dense_layers + d.nextn * (1.0 - is_moe)
-
-    head_rows = dec * (1.0 + 2.0 * d.nextn) + seqs
+    head_rows = mb.decode_requests * (1.0 + 2.0 * d.nextn) + mb.prefill_sequences
     head = F.lm_head(m, d, head_rows)
     head_t = split * K.gemm_s(hw, head.flops, head.bytes, head_rows, ab, mode)
     pp_hop = comm.p2p_s(hw, split * tokens * m.hidden * ab, d.gpus <= hw.scale_up_gpus)
     pp_t = (d.pp - 1.0) * pp_hop
 
-    layers_t = n_moe * moe_layer_t + n_dense * dense_layer_t
     # Layer costs are per GPU of the stage holding the layer, so one iteration crossing all stages
     # takes all of them; a stage alone takes 1/pp of them.
+    layers_t = n_moe * moe_layer_t + n_dense * dense_layer_t
     total = layers_t + pp_t + head_t + hw.eff.step_overhead_s
     interval = jnp.where(d.pp > 1.0, layers_t / d.pp + pp_hop + head_t + hw.eff.step_overhead_s, total)
 
     # ---- breakdown (both micro-batches) ----
     n_all = n_moe + n_dense
-    attention_s = split * n_all * attn_t
-    gemm_s = split * (n_all * attn_gemm_t + n_dense * dense_t + n_moe * moe_gemm_t) + head_t
-    moe_s = split * n_moe * routed_t
-    dispatch_s = split * n_moe * dispatch_t
-    combine_s = split * n_moe * combine_t
-    tp_comm_s = split * n_all * 2.0 * tp_ar
-    other_s = split * n_all * elem_t + hw.eff.step_overhead_s
+    attention_s = split * n_all * lc.attention_s
+    gemm_s = split * (n_all * lc.attn_gemm_s + n_dense * lc.dense_ffn_s + n_moe * lc.moe_gemm_s) + head_t
+    moe_s = split * n_moe * lc.routed_s
+    dispatch_s = split * n_moe * lc.dispatch_s
+    combine_s = split * n_moe * lc.combine_s
+    tp_comm_s = split * n_all * 2.0 * lc.tp_all_reduce_s
+    other_s = split * n_all * lc.elementwise_s + hw.eff.step_overhead_s
     parts = attention_s + gemm_s + moe_s + dispatch_s + combine_s + tp_comm_s + pp_t + other_s
     hidden_s = jnp.where(tbo, jnp.maximum(parts - total, 0.0), 0.0)
 
     # ---- FLOPs and memory ----
-    flops = split * (n_all * attn_flops + n_dense * dense.flops + n_moe * (shared.flops + gate.flops + routed.flops)
-                     + head.flops) / d.pp
+    flops = split * (n_all * lc.attn_flops + n_dense * lc.dense_ffn_flops
+                     + n_moe * (lc.moe_gemm_flops + lc.routed_flops) + head.flops) / d.pp
     weights = Mem.weight_bytes_per_gpu(m, d)
-    kv_held = (batch.decode_requests * Mem.kv_bytes_per_request_gpu(m, d, batch.decode_context)
-               + Mem.kv_bytes_per_token_gpu(m, d)
-               * F.effective_context(m, F.prefill_kv_positions(batch.prefill_tokens, batch.prefill_context,
-                                                               batch.prefill_sequences)))
+    kv_held = kv_bytes_held(m, d, batch)
     acts = Mem.activation_bytes_per_gpu(m, d, split * tokens, split * head_rows)
     return StepCost(
         total_s=total,
@@ -232,6 +291,12 @@ def step_cost(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mod
     )
 
 
+def kv_bytes_held(m: Model, d: Deployment, batch: StepBatch) -> Array:
+    """KV bytes one GPU holds for the batch: its decode requests and the prompts being prefilled."""
+    decode = batch.decode_requests * Mem.kv_bytes_per_request_gpu(m, d, batch.decode_context,
+                                                                  batch.decode_context_spread)
+    prompts = F.prefill_kv_positions(batch.prefill_tokens, batch.prefill_context, batch.prefill_sequences)
+    return decode + Mem.kv_bytes_per_token_gpu(m, d) * F.effective_context(m, prompts)
 
 
 @eqx.filter_jit

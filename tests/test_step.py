@@ -190,3 +190,31 @@ def test_batch_broadcasts_scalars(ds3: js.Model, h200: js.Hardware) -> None:
     assert float(out.total_s[0]) < float(out.total_s[1]) < float(out.total_s[2])
     single = js.step_cost(ds3, h200, d, js.StepBatch(decode_requests=8.0, decode_context=2048.0))
     assert float(out.total_s[1]) == pytest.approx(float(single.total_s), rel=1e-6)
+
+
+def test_mean_min_uniform_matches_numeric_average() -> None:
+    from jaxsim.cost.flops import mean_min_uniform
+
+    rng = np.random.default_rng(11)
+    for _ in range(50):
+        c = rng.uniform(10, 10000)
+        s = rng.uniform(0, c)
+        lim = rng.uniform(0, 2 * c)
+        grid = np.linspace(c - s, c + s, 200001)
+        assert float(mean_min_uniform(c, s, lim)) == pytest.approx(np.minimum(grid, lim).mean(), rel=1e-4)
+    assert float(mean_min_uniform(100.0, 0.0, 30.0)) == 30.0
+
+
+def test_context_spread_matters_only_with_windows_or_topk(h200: js.Hardware) -> None:
+    """A spread of decode contexts costs the same as its mean for full attention (linear in context),
+    but less for sliding-window layers whose reads are capped."""
+    d = js.Deployment(tp=1)
+    for name, capped in (("qwen3-32b", False), ("gpt-oss-120b", True)):
+        m = js.load_model(name)
+        dd = d if float(m.n_routed_experts) == 0 else js.Deployment(tp=1, ep=1)
+        point = step(m, h200, dd, js.StepBatch(decode_requests=16, decode_context=100.0))
+        spread = step(m, h200, dd, js.StepBatch(decode_requests=16, decode_context=100.0, decode_context_spread=90.0))
+        if capped:  # half of GPT-OSS's layers read min(context, 128): E[min(c, 128)] < min(E[c], 128) here
+            assert float(spread.kv_bytes) < float(point.kv_bytes)
+        else:
+            assert float(spread.kv_bytes) == pytest.approx(float(point.kv_bytes), rel=1e-6)

@@ -150,17 +150,42 @@ def kv_layer_share(m: Model, d: Deployment) -> Array:
     return jnp.maximum(m.n_kv_heads / d.tp, 1.0) / m.n_kv_heads
 
 
-def effective_context(m: Model, context: ArrayLike) -> Array:
-    """Mean KV positions a query reads per layer: sliding-window layers read at most the window."""
-    context = jnp.asarray(context)
-    windowed = jnp.where(m.sliding_window > 0, jnp.minimum(context, m.sliding_window), context)
-    return m.sliding_layer_frac * windowed + (1.0 - m.sliding_layer_frac) * context
+_NO_LIMIT = 1e30
 
 
-def sparse_context(m: Model, context: ArrayLike) -> Array:
-    """KV positions core attention reads: all of them, or DSA's top-k selection."""
-    context = effective_context(m, context)
-    return jnp.where(m.index_topk > 0, jnp.minimum(context, m.index_topk), context)
+def mean_min_uniform(context: ArrayLike, spread: ArrayLike, limit: ArrayLike) -> Array:
+    """E[min(c, limit)] for c uniform on [context − spread, context + spread] (spread ≥ 0).
+
+    With a = context − spread, L = 2·spread and u = clip(limit − a, 0, L) the mean is
+    min(limit, a) + u − u² / (2L); at spread = 0 it is min(context, limit).
+    """
+    context, spread = jnp.asarray(context), jnp.asarray(spread)
+    wide = spread > 0
+    span = jnp.where(wide, 2.0 * spread, 1.0)  # double-where: no 0/0 in values or gradients
+    lo = context - spread
+    u = jnp.clip(limit - lo, 0.0, span)
+    spread_mean = jnp.minimum(limit, lo) + u - u * u / (2.0 * span)
+    return jnp.where(wide, spread_mean, jnp.minimum(context, limit))
+
+
+def effective_context(m: Model, context: ArrayLike, spread: ArrayLike = 0.0) -> Array:
+    """Mean KV positions a query reads per layer: sliding-window layers read at most the window.
+
+    `spread` is the half-width of a uniform spread of contexts around `context` (a decode batch whose
+    requests are at all stages of their output); the window truncation is averaged over it exactly.
+    """
+    window = jnp.where(m.sliding_window > 0, m.sliding_window, _NO_LIMIT)
+    windowed = mean_min_uniform(context, spread, window)
+    return m.sliding_layer_frac * windowed + (1.0 - m.sliding_layer_frac) * jnp.asarray(context)
+
+
+def sparse_context(m: Model, context: ArrayLike, spread: ArrayLike = 0.0) -> Array:
+    """KV positions core attention reads: all of them (window-truncated), or DSA's top-k selection."""
+    window = jnp.where(m.sliding_window > 0, m.sliding_window, _NO_LIMIT)
+    topk = jnp.where(m.index_topk > 0, m.index_topk, _NO_LIMIT)
+    windowed = mean_min_uniform(context, spread, jnp.minimum(window, topk))
+    full = mean_min_uniform(context, spread, topk)
+    return m.sliding_layer_frac * windowed + (1.0 - m.sliding_layer_frac) * full
 
 
 # --------------------------------------------------------------------------------------------------
@@ -188,7 +213,8 @@ def attention_projections(m: Model, d: Deployment, tokens: ArrayLike, expanded_t
     return OpCost(main.flops + up.flops, main.bytes + up.bytes)
 
 
-def decode_attention(m: Model, d: Deployment, requests: ArrayLike, context: ArrayLike) -> OpCost:
+def decode_attention(m: Model, d: Deployment, requests: ArrayLike, context: ArrayLike,
+                     spread: ArrayLike = 0.0) -> OpCost:
     """Core attention of decode: each request's `1 + nextn` query tokens read its KV once (memory-bound).
 
     MLA decode is the absorbed path: queries live in the latent space (kv_lora + rope for scores,
@@ -196,7 +222,7 @@ def decode_attention(m: Model, d: Deployment, requests: ArrayLike, context: Arra
     and the indexer scores all of them.
     """
     q_tokens = requests * (1.0 + d.nextn)
-    read = sparse_context(m, context)
+    read = sparse_context(m, context, spread)
     heads = m.n_heads / d.tp
     if m.attention == "mla":
         dqk, dv = m.kv_lora_rank + m.qk_rope_dim, m.kv_lora_rank

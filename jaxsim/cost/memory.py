@@ -55,10 +55,10 @@ def kv_bytes_per_token_gpu(m: Model, d: Deployment) -> Array:
     return m.n_layers / d.pp * per_layer
 
 
-def kv_bytes_per_request_gpu(m: Model, d: Deployment, context: ArrayLike) -> Array:
-    """KV bytes a request of `context` tokens holds on one GPU; sliding-window layers keep only the
-    window."""
-    return kv_bytes_per_token_gpu(m, d) * F.effective_context(m, context)
+def kv_bytes_per_request_gpu(m: Model, d: Deployment, context: ArrayLike, spread: ArrayLike = 0.0) -> Array:
+    """Mean KV bytes a request of `context` (± a uniform `spread`) tokens holds on one GPU;
+    sliding-window layers keep only the window."""
+    return kv_bytes_per_token_gpu(m, d) * F.effective_context(m, context, spread)
 
 
 def activation_bytes_per_gpu(m: Model, d: Deployment, tokens: ArrayLike, logit_rows: ArrayLike) -> Array:
