@@ -16,6 +16,19 @@ from jaxsim.presets import (
     make_workload,
     model_from_hf_config,
 )
+from jaxsim.serve import (
+    ARCHITECTURES,
+    REASONS,
+    AFDConfig,
+    AggConfig,
+    Breakdown,
+    DisaggConfig,
+    Load,
+    Metrics,
+    architecture,
+    estimate,
+    estimate_batch,
+)
 from jaxsim.smooth import HARD, SMOOTH, Mode
 from jaxsim.spec import SLO, Deployment, Efficiency, Hardware, Model, StepBatch, Workload
 from jaxsim.step import BREAKDOWN, StepCost, step_cost, step_cost_batch, valid_parallelism
@@ -23,13 +36,21 @@ from jaxsim.step import BREAKDOWN, StepCost, step_cost, step_cost_batch, valid_p
 __version__ = "0.1.0"
 
 __all__ = [
+    "ARCHITECTURES",
     "BREAKDOWN",
     "HARD",
+    "REASONS",
     "SLO",
     "SMOOTH",
+    "AFDConfig",
+    "AggConfig",
+    "Breakdown",
     "Deployment",
+    "DisaggConfig",
     "Efficiency",
     "Hardware",
+    "Load",
+    "Metrics",
     "Mode",
     "Model",
     "SpecError",
@@ -37,10 +58,13 @@ __all__ = [
     "StepCost",
     "Workload",
     "active_params",
+    "architecture",
     "blocked_vmap",
     "check_deployment",
     "describe_model",
     "dtype_bytes",
+    "estimate",
+    "estimate_batch",
     "kv_bytes_per_token",
     "kv_bytes_per_token_gpu",
     "kv_capacity_tokens",

@@ -94,3 +94,12 @@ def step(x: ArrayLike, mode: Mode = HARD) -> Array:
     if not mode.smooth:
         return jnp.where(x >= 0, 1.0, 0.0)
     return 1.0 / (1.0 + jnp.exp(-x / mode.temperature))
+
+
+def relu(x: ArrayLike, mode: Mode = HARD) -> Array:
+    """max(x, 0); smooth form is a softplus of width `temperature` (≥ the hard form, equal as T → 0)."""
+    x = jnp.asarray(x)
+    if not mode.smooth:
+        return jnp.maximum(x, 0.0)
+    t = mode.temperature
+    return t * jnp.logaddexp(x / t, 0.0)

@@ -21,31 +21,46 @@ def attention_weights_per_layer_gpu(m: Model, d: Deployment) -> Array:
     return main + kv_b
 
 
-def moe_layer_weight_bytes_gpu(m: Model, d: Deployment) -> Array:
-    """Bytes of one MoE layer's FFN side on one GPU: E/ep experts at 1/moe_tp, TP-sharded shared
-    experts, the router."""
-    routed = m.n_routed_experts / d.ep * F.ffn_params(m.hidden, m.moe_intermediate) / d.moe_tp
+def routed_layer_weight_bytes_gpu(m: Model, d: Deployment) -> Array:
+    """Bytes of one MoE layer's routed experts on one GPU: E/ep experts at 1/moe_tp of their width."""
+    return m.n_routed_experts / d.ep * F.ffn_params(m.hidden, m.moe_intermediate) / d.moe_tp * d.moe_weight_bytes
+
+
+def moe_dense_layer_weight_bytes_gpu(m: Model, d: Deployment) -> Array:
+    """Bytes of one MoE layer's dense part on one GPU: TP-sharded shared experts and the router."""
     shared = m.n_shared_experts * F.ffn_params(m.hidden, m.shared_intermediate) / d.tp
-    return (routed * d.moe_weight_bytes + shared * d.gemm_weight_bytes
-            + m.hidden * m.n_routed_experts * d.activation_bytes)
+    return shared * d.gemm_weight_bytes + m.hidden * m.n_routed_experts * d.activation_bytes
 
 
-def weight_bytes_per_gpu(m: Model, d: Deployment) -> Array:
-    """Weights on the most loaded GPU of one instance."""
+def attention_side_weight_bytes_per_gpu(m: Model, d: Deployment) -> Array:
+    """Everything but the routed experts on one GPU: attention, dense FFNs, shared experts, router,
+    embedding / LM head, and the MTP module's share. In AFD this is what an attention GPU holds."""
     per_stage_layers = m.n_layers / d.pp
-    dense_layers = m.n_dense_layers / d.pp
-    moe_layers = m.n_moe_layers / d.pp
     attn = per_stage_layers * attention_weights_per_layer_gpu(m, d) * d.gemm_weight_bytes
-    dense = dense_layers * F.ffn_params(m.hidden, m.dense_intermediate) / d.tp * d.gemm_weight_bytes
-    moe = moe_layers * moe_layer_weight_bytes_gpu(m, d)
+    dense = m.n_dense_layers / d.pp * F.ffn_params(m.hidden, m.dense_intermediate) / d.tp * d.gemm_weight_bytes
+    moe_dense = m.n_moe_layers / d.pp * moe_dense_layer_weight_bytes_gpu(m, d)
     # Embedding on the first stage, LM head on the last: one GPU holds both only without PP.
     one_table = m.vocab * m.hidden / d.tp * d.activation_bytes
     tables = jnp.where(d.pp > 1.0, 1.0, 2.0 - m.tied_embeddings) * one_table
     # The MTP draft module (one MoE layer each) lives with the LM head when speculative decoding is on.
-    mtp_on = jnp.where(d.nextn > 0, 1.0, 0.0)
-    mtp = mtp_on * m.n_mtp_layers * (attention_weights_per_layer_gpu(m, d) * d.gemm_weight_bytes
-                                     + moe_layer_weight_bytes_gpu(m, d))
-    return attn + dense + moe + tables + mtp
+    mtp = mtp_layers(m, d) * (attention_weights_per_layer_gpu(m, d) * d.gemm_weight_bytes
+                              + moe_dense_layer_weight_bytes_gpu(m, d))
+    return attn + dense + moe_dense + tables + mtp
+
+
+def mtp_layers(m: Model, d: Deployment) -> Array:
+    """MTP modules held in memory: the model's own, when speculative decoding is on."""
+    return jnp.where(d.nextn > 0, 1.0, 0.0) * m.n_mtp_layers
+
+
+def routed_weight_bytes_per_gpu(m: Model, d: Deployment) -> Array:
+    """Routed experts of all MoE layers of one PP stage (and of the MTP module) on one GPU."""
+    return (m.n_moe_layers / d.pp + mtp_layers(m, d)) * routed_layer_weight_bytes_gpu(m, d)
+
+
+def weight_bytes_per_gpu(m: Model, d: Deployment) -> Array:
+    """Weights on the most loaded GPU of one instance (attention and experts on the same GPUs)."""
+    return attention_side_weight_bytes_per_gpu(m, d) + routed_weight_bytes_per_gpu(m, d)
 
 
 def kv_bytes_per_token_gpu(m: Model, d: Deployment) -> Array:

@@ -1,0 +1,117 @@
+"""Aggregated serving with chunked prefill (Sarathi-style token budget).
+
+Every iteration of a rank runs the decode tokens of its running requests plus up to `chunk` prompt
+tokens of new ones. In steady state each request spends `output / a` decode iterations (a = tokens
+accepted per step, 1 without speculation), so the ranks must prefill `batch × input × a / output`
+prompt tokens per iteration to keep `batch` requests running; when that exceeds the chunk, prefill
+limits the batch to `chunk × output / (input × a)`. Cached prefix tokens skip prefill compute but hold
+KV and are attended to. The decode batch holds requests at every stage of their output, so its KV
+lengths spread uniformly over [prefix + input, prefix + input + output].
+
+TPOT = iteration latency / a. TTFT = ceil(input / chunk) iterations (the prompt's chunks) + queueing.
+Throughput = groups × batch × a / iteration latency, where a group is one DP rank of one instance
+(× pp with pipeline parallelism, which keeps pp groups in flight); per GPU ÷ all GPUs of the instances.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jax import Array
+
+from jaxsim import smooth
+from jaxsim.cost import kernels as K
+from jaxsim.cost import memory as Mem
+from jaxsim.serve.metrics import Breakdown, Metrics, verdict
+from jaxsim.serve.queueing import SATURATION, Load, queue_wait, running_batch, served_rate
+from jaxsim.smooth import HARD, Mode
+from jaxsim.spec import SLO, Deployment, Hardware, Model, StepBatch, Workload, _num
+from jaxsim.step import StepCost, step_cost
+
+
+class AggConfig(eqx.Module):
+    """Aggregated serving: `workers` identical instances of `deploy`; per attention-DP rank up to
+    `batch` running requests and a prefill budget of `chunk` tokens per iteration."""
+
+    deploy: Deployment
+    batch: Array = _num(64.0)
+    chunk: Array = _num(8192.0)
+    workers: Array = _num(1.0)
+
+
+def decode_batch(w: Workload, decode_requests: Array, context_grows: bool = True) -> StepBatch:
+    """Decode requests whose KV spans prefix + input … prefix + input + output (mean and spread)."""
+    start = w.prefix_tokens + w.input_tokens
+    half = 0.5 * w.output_tokens if context_grows else jnp.zeros_like(w.output_tokens)
+    return StepBatch(decode_requests=decode_requests, decode_context=start + half, decode_context_spread=half)
+
+
+def pool_mfu(c: StepCost, hw: Hardware, d: Deployment) -> Array:
+    """Model FLOP/s of one GPU over its dense peak at the GEMM weight precision (with PP, each stage's
+    GPU sees `pp` micro-batches per iteration latency)."""
+    return c.flops * d.pp / c.total_s / K.peak_flop_per_s(hw, d.gemm_weight_bytes)
+
+
+def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, load: Load = SATURATION,
+                mode: Mode = HARD) -> Metrics:
+    """Serving metrics of aggregated serving with chunked prefill (see the module docstring)."""
+    d = cfg.deploy
+    a = 1.0 + d.nextn * d.nextn_accept
+    iters_per_request = w.output_tokens / a
+    # Groups of `batch` requests that advance one token step per iteration latency: every DP rank of
+    # every instance, times pp with PP (each stage holds one group's micro-batch at a time).
+    groups = cfg.workers * d.dp * d.pp
+    # Prefill caps the running batch: admissions per iteration × input ≤ chunk.
+    batch_cap = smooth.minimum(cfg.batch, cfg.chunk * iters_per_request / w.input_tokens, mode)
+
+    def iteration(running: Array) -> StepCost:
+        prefill = running * w.input_tokens / iters_per_request
+        b = decode_batch(w, running)
+        b = eqx.tree_at(lambda x: (x.prefill_tokens, x.prefill_context, x.prefill_sequences), b,
+                        (prefill, w.prefix_tokens + 0.5 * w.input_tokens,
+                         prefill / smooth.minimum(w.input_tokens, cfg.chunk, mode)))
+        return step_cost(m, hw, d, b, mode)
+
+    full = iteration(batch_cap)
+    if load.kind == "saturation":
+        running, cost = batch_cap, full
+    else:
+        running = running_batch(load, batch_cap, groups, iters_per_request, full.total_s)
+        cost = iteration(running)
+
+    tpot = cost.total_s / a
+    capacity = groups * batch_cap / iters_per_request / full.total_s
+    requests_per_s = served_rate(load, groups * running / iters_per_request / cost.total_s, capacity)
+    chunks = smooth.ceil(w.input_tokens / cfg.chunk, mode)
+    # A prefill server (one group) spends input/chunk of an iteration's budget on each prompt.
+    wait, overload = queue_wait(load, groups * batch_cap, capacity, w.input_tokens / cfg.chunk * full.total_s,
+                                groups)
+    ttft = chunks * cost.total_s + wait
+    gpus = cfg.workers * d.gpus
+    mem_frac = cost.memory_bytes / Mem.usable_bytes_per_gpu(hw)
+    feasible, violation, reason = verdict(ttft, tpot, mem_frac, cost.valid, overload, slo, mode)
+    zero = jnp.zeros_like(tpot)
+    return Metrics(
+        ttft_s=ttft,
+        tpot_s=tpot,
+        out_tok_per_s_per_gpu=requests_per_s * w.output_tokens / gpus,
+        tok_per_s_per_user=1.0 / tpot,
+        requests_per_s=requests_per_s,
+        request_latency_s=ttft + (w.output_tokens - 1.0) * tpot,
+        gpus=gpus,
+        prefill_gpus=zero,
+        decode_gpus=gpus,
+        attention_gpus=zero,
+        ffn_gpus=zero,
+        prefill_memory_bytes=zero,
+        decode_memory_bytes=cost.memory_bytes,
+        attention_memory_bytes=zero,
+        ffn_memory_bytes=zero,
+        memory_frac=mem_frac,
+        decode_batch=running,
+        mfu=pool_mfu(cost, hw, d),
+        feasible=feasible,
+        violation=violation,
+        reason=reason,
+        breakdown=Breakdown.of_step(cost),
+    )
