@@ -18,7 +18,10 @@ from rich.table import Table
 
 from jaxsim import presets
 from jaxsim.presets import SpecError
-from jaxsim.spec import Deployment, Hardware, StepBatch
+from jaxsim.serve import AFDConfig, AggConfig, DisaggConfig, Load, architecture, estimate
+from jaxsim.serve.estimate import Config
+from jaxsim.serve.report import metrics_report
+from jaxsim.spec import SLO, Deployment, Hardware, StepBatch, Workload
 from jaxsim.step import BREAKDOWN, StepCost, step_cost
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -179,6 +182,160 @@ def step_report(cost: StepCost, hw: Hardware) -> dict[str, Any]:
         "tflop_per_gpu": float(cost.flops) / 1e12,
         "breakdown_ms": {k.removesuffix("_s"): float(getattr(cost, k)) * 1e3 for k in (*BREAKDOWN, "hidden_s")},
     }
+
+
+Opt = typer.Option
+IntOpt = Annotated[int | None, Opt()]
+
+
+@app.command("estimate")
+def estimate_cmd(
+    model: Annotated[str, Opt(help="Model preset, alias or config.json path.")] = "deepseek-v3",
+    system: Annotated[str, Opt(help="GPU system preset or alias (h200_sxm).")] = "h200-sxm",
+    mode: Annotated[str, Opt(help="Serving architecture: agg, disagg or afd.")] = "agg",
+    workload: Annotated[str | None, Opt(help="Workload preset (sets isl/osl/prefix and the SLO).")] = None,
+    isl: Annotated[float | None, Opt(help="New input tokens per request.")] = None,
+    osl: Annotated[float | None, Opt(help="Output tokens per request.")] = None,
+    prefix: Annotated[float | None, Opt(help="Cached prefix tokens per request (KV reused).")] = None,
+    ttft: Annotated[float | None, Opt(help="TTFT target, ms.")] = None,
+    tpot: Annotated[float | None, Opt(help="TPOT target, ms.")] = None,
+    batch_size: Annotated[float, Opt(help="Running requests per attention-DP rank (agg, AFD).")] = 64,
+    ctx_tokens: Annotated[float, Opt(help="Prefill token budget per iteration per rank (agg, Agg+AFD).")] = 8192,
+    workers: Annotated[float, Opt(help="Instances (agg, AFD; 0 = rate-matched for P/D+AFD).")] = 1,
+    tp: Annotated[int, Opt(help="Attention tensor parallel degree.")] = 1,
+    pp: Annotated[int, Opt(help="Pipeline parallel degree.")] = 1,
+    dp: Annotated[int, Opt(help="Attention data parallel degree.")] = 8,
+    moe_tp: IntOpt = None,
+    moe_ep: IntOpt = None,
+    gemm_quant: Annotated[str, Opt(help="Attention / dense GEMM weight precision.")] = "fp8",
+    moe_quant: Annotated[str, Opt(help="Routed-expert weight precision.")] = "fp8",
+    kv_quant: Annotated[str, Opt(help="KV-cache precision.")] = "fp8",
+    attn_quant: Annotated[str, Opt(help="Attention math precision.")] = "bf16",
+    nextn: Annotated[int, Opt(help="Speculative (MTP) tokens per step.")] = 0,
+    nextn_accepted: Annotated[float, Opt(help="Acceptance probability of each draft token.")] = 0.0,
+    tbo: Annotated[bool, Opt("--tbo/--no-tbo", help="Two-batch overlap.")] = False,
+    prefill_tp: IntOpt = None,
+    prefill_pp: IntOpt = None,
+    prefill_dp: IntOpt = None,
+    prefill_moe_tp: IntOpt = None,
+    prefill_moe_ep: IntOpt = None,
+    prefill_batch_size: Annotated[float, Opt(help="Prompts per prefill iteration per DP rank.")] = 1,
+    prefill_workers: Annotated[float, Opt(help="Prefill instances.")] = 1,
+    decode_tp: IntOpt = None,
+    decode_pp: IntOpt = None,
+    decode_dp: IntOpt = None,
+    decode_moe_tp: IntOpt = None,
+    decode_moe_ep: IntOpt = None,
+    decode_batch_size: Annotated[float | None, Opt(help="Decode requests per DP rank (default --batch-size).")] = None,
+    decode_workers: Annotated[float, Opt(help="Decode instances; 0 = rate-matched pools.")] = 0,
+    attn_gpus: IntOpt = None,
+    ffn_gpus: IntOpt = None,
+    micro_batches: Annotated[int, Opt(help="AFD micro-batches.")] = 2,
+    afd_base: Annotated[str, Opt(help="AFD on an agg or a disagg base.")] = "agg",
+    concurrency: Annotated[float | None, Opt(help="Closed-loop load: requests in the system.")] = None,
+    request_rate: Annotated[float | None, Opt(help="Open-loop Poisson load, requests/s.")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Serving metrics of one configuration: TTFT, TPOT, throughput, memory, feasibility, breakdown."""
+    with user_errors():
+        m = presets.load_model(model)
+        hw = presets.load_hardware(system)
+        w, slo = scenario(m, workload, isl, osl, prefix, ttft, tpot)
+        if concurrency is not None and request_rate is not None:
+            raise SpecError("give either --concurrency or --request-rate, not both")
+        load = Load()
+        if concurrency is not None:
+            positive("concurrency", concurrency)
+            load = Load("concurrency", concurrency)
+        elif request_rate is not None:
+            positive("request-rate", request_rate)
+            load = Load("rate", request_rate)
+        for label, value in (("batch-size", batch_size), ("ctx-tokens", ctx_tokens),
+                             ("prefill-batch-size", prefill_batch_size)):
+            positive(label, value)
+        quants = (gemm_quant, moe_quant, kv_quant, attn_quant, nextn, nextn_accepted, tbo)
+        if mode == "agg":
+            positive("workers", workers)
+            cfg: Config = AggConfig(build_deployment(m, tp, pp, dp, moe_tp, moe_ep, *quants), batch=batch_size,
+                                    chunk=ctx_tokens, workers=workers)
+        elif mode == "disagg":
+            pre = build_deployment(m, prefill_tp or tp, prefill_pp or pp, prefill_dp or dp, prefill_moe_tp or moe_tp,
+                                   prefill_moe_ep or moe_ep, *quants)
+            dec = build_deployment(m, decode_tp or tp, decode_pp or pp, decode_dp or dp, decode_moe_tp or moe_tp,
+                                   decode_moe_ep or moe_ep, *quants)
+            cfg = DisaggConfig(pre, dec, prefill_batch=prefill_batch_size,
+                               decode_batch=batch_size if decode_batch_size is None else decode_batch_size,
+                               prefill_workers=prefill_workers, decode_workers=decode_workers)
+        elif mode == "afd":
+            cfg = afd_config(m, tp, attn_gpus, ffn_gpus, moe_tp, moe_ep, micro_batches, afd_base, batch_size,
+                             ctx_tokens, workers, quants, prefill=(prefill_tp or tp, prefill_pp or pp,
+                             prefill_dp or dp, prefill_moe_tp or moe_tp, prefill_moe_ep or moe_ep),
+                             prefill_batch=prefill_batch_size, prefill_workers=prefill_workers)
+        else:
+            raise SpecError(f"unknown --mode {mode!r}; known: agg, disagg, afd")
+        result = jax.jit(estimate, static_argnames="mode")(m, hw, cfg, w, slo, load)
+        out = {"model": m.name, "system": hw.name, "architecture": architecture(cfg),
+               "workload": {"prefix": float(w.prefix_tokens), "isl": float(w.input_tokens),
+                            "osl": float(w.output_tokens), "ttft_target_ms": round(float(slo.ttft_s) * 1e3, 6),
+                            "tpot_target_ms": round(float(slo.tpot_s) * 1e3, 6)},
+               **metrics_report(result)}
+        if as_json:
+            print_json(out)
+        else:
+            head = {k: v for k, v in out.items() if k not in ("breakdown_ms", "workload")}
+            print_fields(f"{out['architecture']}: {m.name} on {hw.name}", {**out["workload"], **head})
+            print_fields("breakdown of the decode iteration (ms)", out["breakdown_ms"])
+
+
+def positive(label: str, value: float) -> None:
+    if not value > 0:
+        raise SpecError(f"--{label} must be > 0, got {value:g}")
+
+
+def scenario(m: presets.Model, workload: str | None, isl: float | None, osl: float | None, prefix: float | None,
+             ttft: float | None, tpot: float | None) -> tuple[Workload, SLO]:
+    """Workload and SLO from a preset and/or explicit lengths and targets (explicit values win)."""
+    if workload is not None:
+        base, base_slo = presets.load_workload(workload), presets.load_slo(workload)
+        dflt = (float(base.input_tokens), float(base.output_tokens), float(base.prefix_tokens),
+                float(base_slo.ttft_s) * 1e3, float(base_slo.tpot_s) * 1e3)
+    else:
+        dflt = (4000.0, 1000.0, 0.0, 2000.0, 50.0)
+    pick = [dflt[i] if v is None else v for i, v in enumerate((isl, osl, prefix, ttft, tpot))]
+    w = presets.make_workload(pick[0], pick[1], pick[2], model=m, name=workload or "custom")
+    for label, value in (("ttft", pick[3]), ("tpot", pick[4])):
+        positive(label, value)
+    return w, SLO(ttft_s=pick[3] * 1e-3, tpot_s=pick[4] * 1e-3)
+
+
+def afd_config(m: presets.Model, tp: int, attn_gpus: int | None, ffn_gpus: int | None, moe_tp: int | None,
+               moe_ep: int | None, micro_batches: int, base: str, batch: float, chunk: float, workers: float,
+               quants: tuple, prefill: tuple, prefill_batch: float, prefill_workers: float) -> AFDConfig:
+    """A checked AFD configuration from CLI flags."""
+    if base not in ("agg", "disagg"):
+        raise SpecError(f"unknown --afd-base {base!r}; known: agg, disagg")
+    if attn_gpus is None or ffn_gpus is None:
+        raise SpecError("--mode afd needs --attn-gpus and --ffn-gpus")
+    if attn_gpus < 1 or ffn_gpus < 1:
+        raise SpecError("--attn-gpus and --ffn-gpus must be ≥ 1")
+    if attn_gpus % tp:
+        raise SpecError(f"--tp {tp} does not divide --attn-gpus {attn_gpus}: attention runs TP × DP over them")
+    moe_tp = moe_tp or (ffn_gpus // moe_ep if moe_ep else 1)
+    moe_ep = moe_ep or ffn_gpus // max(moe_tp, 1)
+    if moe_ep * moe_tp != ffn_gpus:
+        raise SpecError(f"moe_ep × moe_tp = {moe_ep * moe_tp} must equal --ffn-gpus {ffn_gpus}")
+    gemm_q, moe_q, kv_q, attn_q, nextn, accept, _tbo = quants  # AFD overlaps by micro-batching instead
+    d = Deployment(tp=tp, dp=attn_gpus // tp, ep=moe_ep, moe_tp=moe_tp, nextn=nextn, nextn_accept=accept,
+                   gemm_weight_bytes=presets.dtype_bytes(gemm_q), moe_weight_bytes=presets.dtype_bytes(moe_q),
+                   kv_bytes=presets.dtype_bytes(kv_q), attn_compute_bytes=presets.dtype_bytes(attn_q))
+    presets.check_afd(m, d, micro_batches)
+    if base == "disagg" and workers < 0:
+        raise SpecError("--workers must be ≥ 0 (0 = rate-matched)")
+    if base == "agg":
+        positive("workers", workers)
+    pre = build_deployment(m, *prefill, *quants) if base == "disagg" else Deployment()
+    return AFDConfig(d, micro_batches=micro_batches, batch=batch, chunk=chunk, workers=workers, base=base,
+                     prefill=pre, prefill_batch=prefill_batch, prefill_workers=prefill_workers)
 
 
 def main() -> None:

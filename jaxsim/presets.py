@@ -383,6 +383,32 @@ def check_deployment(m: Model, d: Deployment) -> None:
         raise SpecError("; ".join(problems))
 
 
+def check_afd(m: Model, d: Deployment, micro_batches: float) -> None:
+    """Raise `SpecError` when an AFD instance cannot run this model: attention TP must divide the heads,
+    expert parallelism the routed experts; there must be MoE layers, at least one micro-batch, no PP."""
+    v = {k: float(np.asarray(getattr(d, k))) for k in ("tp", "pp", "dp", "ep", "moe_tp", "nextn", "nextn_accept")}
+    problems = [f"{k} must be a whole number ≥ 1 (got {v[k]:g})" for k in ("tp", "dp", "ep", "moe_tp")
+                if v[k] < 1 or v[k] != int(v[k])]
+    if float(m.n_routed_experts) <= 0:
+        problems.append(f"{m.name} is dense: attention-FFN disaggregation needs MoE layers")
+    if problems:
+        raise SpecError("; ".join(problems))
+    if float(m.n_heads) % v["tp"]:
+        problems.append(f"attention tp = {v['tp']:g} does not divide {m.name}'s {float(m.n_heads):g} heads")
+    if float(m.n_routed_experts) % v["ep"]:
+        problems.append(f"moe_ep = {v['ep']:g} does not divide {m.name}'s {float(m.n_routed_experts):g} routed experts")
+    if float(m.moe_intermediate) % v["moe_tp"]:
+        problems.append(f"moe_tp = {v['moe_tp']:g} does not divide the expert width {float(m.moe_intermediate):g}")
+    if v["pp"] != 1:
+        problems.append("AFD with pipeline parallelism is not modelled; use pp = 1")
+    if micro_batches < 1 or micro_batches != int(micro_batches):
+        problems.append(f"micro-batches must be a whole number ≥ 1 (got {micro_batches:g})")
+    if v["nextn"] < 0 or not 0 <= v["nextn_accept"] <= 1:
+        problems.append("nextn must be ≥ 0 and its acceptance within [0, 1]")
+    if problems:
+        raise SpecError("; ".join(problems))
+
+
 # --------------------------------------------------------------------------------------------------
 # Descriptions (for `jaxsim specs show`)
 # --------------------------------------------------------------------------------------------------
