@@ -32,7 +32,7 @@ from jaxsim.cost import kernels as K
 from jaxsim.cost import memory as Mem
 from jaxsim.serve.agg import decode_batch
 from jaxsim.serve.disagg import DecodePool, compose_pd
-from jaxsim.serve.metrics import Breakdown, Metrics, verdict
+from jaxsim.serve.metrics import Breakdown, Metrics, assemble
 from jaxsim.serve.queueing import SATURATION, Load, queue_wait, running_batch, served_rate
 from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import SLO, Deployment, Hardware, Model, StepBatch, Workload, _num
@@ -212,35 +212,13 @@ def afd_metrics(m: Model, hw: Hardware, cfg: AFDConfig, w: Workload, slo: SLO, l
                           load, mode)
     instances = cfg.workers
     pool, it, full = _afd_pool(m, hw, cfg, w, load, instances, mode)
-    rate = instances * pool.requests_per_s
     chunks = smooth.ceil(w.input_tokens / cfg.chunk, mode)
     wait, overload = queue_wait(load, instances * pool.slots, instances * pool.capacity_rps,
                                 w.input_tokens / cfg.chunk * full.total_s, instances * cfg.deploy.dp)
     ttft = chunks * it.total_s + wait
-    feasible, violation, reason = verdict(ttft, pool.tpot_s, pool.memory_frac, pool.valid, overload, slo, mode)
-    gpus = instances * pool.gpus
-    zero = jnp.zeros_like(ttft)
-    return Metrics(
-        ttft_s=ttft,
-        tpot_s=pool.tpot_s,
-        out_tok_per_s_per_gpu=rate * w.output_tokens / gpus,
-        tok_per_s_per_user=1.0 / pool.tpot_s,
-        requests_per_s=rate,
-        request_latency_s=ttft + (w.output_tokens - 1.0) * pool.tpot_s,
-        gpus=gpus,
-        prefill_gpus=zero,
-        decode_gpus=gpus,
-        attention_gpus=instances * pool.attention_gpus,
-        ffn_gpus=instances * pool.ffn_gpus,
-        prefill_memory_bytes=zero,
-        decode_memory_bytes=pool.memory_bytes,
-        attention_memory_bytes=pool.attention_memory_bytes,
-        ffn_memory_bytes=pool.ffn_memory_bytes,
-        memory_frac=pool.memory_frac,
-        decode_batch=pool.running,
-        mfu=pool.mfu,
-        feasible=feasible,
-        violation=violation,
-        reason=reason,
-        breakdown=pool.breakdown,
-    )
+    return assemble(ttft_s=ttft, tpot_s=pool.tpot_s, requests_per_s=instances * pool.requests_per_s,
+                    gpus=instances * pool.gpus, output_tokens=w.output_tokens, slo=slo, memory_frac=pool.memory_frac,
+                    valid=pool.valid, overload=overload, decode_batch=pool.running, mfu=pool.mfu,
+                    breakdown=pool.breakdown, decode_memory_bytes=pool.memory_bytes, mode=mode,
+                    attention_gpus=instances * pool.attention_gpus, ffn_gpus=instances * pool.ffn_gpus,
+                    attention_memory_bytes=pool.attention_memory_bytes, ffn_memory_bytes=pool.ffn_memory_bytes)

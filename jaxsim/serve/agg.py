@@ -22,7 +22,7 @@ from jax import Array
 from jaxsim import smooth
 from jaxsim.cost import kernels as K
 from jaxsim.cost import memory as Mem
-from jaxsim.serve.metrics import Breakdown, Metrics, verdict
+from jaxsim.serve.metrics import Breakdown, Metrics, assemble
 from jaxsim.serve.queueing import SATURATION, Load, queue_wait, running_batch, served_rate
 from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import SLO, Deployment, Hardware, Model, StepBatch, Workload, _num
@@ -89,29 +89,7 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     ttft = chunks * cost.total_s + wait
     gpus = cfg.workers * d.gpus
     mem_frac = cost.memory_bytes / Mem.usable_bytes_per_gpu(hw)
-    feasible, violation, reason = verdict(ttft, tpot, mem_frac, cost.valid, overload, slo, mode)
-    zero = jnp.zeros_like(tpot)
-    return Metrics(
-        ttft_s=ttft,
-        tpot_s=tpot,
-        out_tok_per_s_per_gpu=requests_per_s * w.output_tokens / gpus,
-        tok_per_s_per_user=1.0 / tpot,
-        requests_per_s=requests_per_s,
-        request_latency_s=ttft + (w.output_tokens - 1.0) * tpot,
-        gpus=gpus,
-        prefill_gpus=zero,
-        decode_gpus=gpus,
-        attention_gpus=zero,
-        ffn_gpus=zero,
-        prefill_memory_bytes=zero,
-        decode_memory_bytes=cost.memory_bytes,
-        attention_memory_bytes=zero,
-        ffn_memory_bytes=zero,
-        memory_frac=mem_frac,
-        decode_batch=running,
-        mfu=pool_mfu(cost, hw, d),
-        feasible=feasible,
-        violation=violation,
-        reason=reason,
-        breakdown=Breakdown.of_step(cost),
-    )
+    return assemble(ttft_s=ttft, tpot_s=tpot, requests_per_s=requests_per_s, gpus=gpus, output_tokens=w.output_tokens,
+                    slo=slo, memory_frac=mem_frac, valid=cost.valid, overload=overload, decode_batch=running,
+                    mfu=pool_mfu(cost, hw, d), breakdown=Breakdown.of_step(cost),
+                    decode_memory_bytes=cost.memory_bytes, mode=mode)

@@ -24,7 +24,7 @@ from jaxsim.cost import comm
 from jaxsim.cost import flops as F
 from jaxsim.cost import memory as Mem
 from jaxsim.serve.agg import decode_batch, pool_mfu
-from jaxsim.serve.metrics import Breakdown, Metrics, verdict
+from jaxsim.serve.metrics import Breakdown, Metrics, assemble
 from jaxsim.serve.queueing import SATURATION, Load, queue_wait, running_batch, served_rate
 from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import SLO, Deployment, Hardware, Model, StepBatch, Workload, _num
@@ -126,33 +126,14 @@ def compose_pd(m: Model, hw: Hardware, prefill: Deployment, prefill_batch: Array
     ttft = wait + pre.total_s + kv_transfer_s(m, hw, prefill, pool.gpus, w)
     pre_mem = pre.memory_bytes / Mem.usable_bytes_per_gpu(hw)
     mem_frac = jnp.maximum(pre_mem, pool.memory_frac)
-    valid = pre.valid * pool.valid
-    feasible, violation, reason = verdict(ttft, pool.tpot_s, mem_frac, valid, overload, slo, mode)
     mfu = (w_p * prefill.gpus * pool_mfu(pre, hw, prefill) + w_d * pool.gpus * pool.mfu) / gpus
-    return Metrics(
-        ttft_s=ttft,
-        tpot_s=pool.tpot_s,
-        out_tok_per_s_per_gpu=rate * w.output_tokens / gpus,
-        tok_per_s_per_user=1.0 / pool.tpot_s,
-        requests_per_s=rate,
-        request_latency_s=ttft + (w.output_tokens - 1.0) * pool.tpot_s,
-        gpus=gpus,
-        prefill_gpus=w_p * prefill.gpus,
-        decode_gpus=w_d * pool.gpus,
-        attention_gpus=w_d * pool.attention_gpus,
-        ffn_gpus=w_d * pool.ffn_gpus,
-        prefill_memory_bytes=pre.memory_bytes,
-        decode_memory_bytes=pool.memory_bytes,
-        attention_memory_bytes=pool.attention_memory_bytes,
-        ffn_memory_bytes=pool.ffn_memory_bytes,
-        memory_frac=mem_frac,
-        decode_batch=pool.running,
-        mfu=mfu,
-        feasible=feasible,
-        violation=violation,
-        reason=reason,
-        breakdown=pool.breakdown,
-    )
+    return assemble(ttft_s=ttft, tpot_s=pool.tpot_s, requests_per_s=rate, gpus=gpus, output_tokens=w.output_tokens,
+                    slo=slo, memory_frac=mem_frac, valid=pre.valid * pool.valid, overload=overload,
+                    decode_batch=pool.running, mfu=mfu, breakdown=pool.breakdown,
+                    decode_memory_bytes=pool.memory_bytes, mode=mode, decode_gpus=w_d * pool.gpus,
+                    prefill_gpus=w_p * prefill.gpus, attention_gpus=w_d * pool.attention_gpus,
+                    ffn_gpus=w_d * pool.ffn_gpus, prefill_memory_bytes=pre.memory_bytes,
+                    attention_memory_bytes=pool.attention_memory_bytes, ffn_memory_bytes=pool.ffn_memory_bytes)
 
 
 def disagg_metrics(m: Model, hw: Hardware, cfg: DisaggConfig, w: Workload, slo: SLO, load: Load = SATURATION,

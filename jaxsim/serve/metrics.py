@@ -92,3 +92,38 @@ def verdict(ttft_s: ArrayLike, tpot_s: ArrayLike, memory_frac: ArrayLike, valid:
     fails = jnp.stack([invalid > 0, mem_x > 0, ttft_x > 0, tpot_x > 0])
     reason = jnp.where(jnp.any(fails), 1 + jnp.argmax(fails), OK).astype(jnp.int32)
     return violation <= 0, violation, reason
+
+
+def assemble(*, ttft_s: Array, tpot_s: Array, requests_per_s: Array, gpus: Array, output_tokens: Array, slo: SLO,
+             memory_frac: Array, valid: Array, overload: Array, decode_batch: Array, mfu: Array,
+             breakdown: Breakdown, decode_memory_bytes: Array, mode: Mode = HARD, decode_gpus: ArrayLike | None = None,
+             prefill_gpus: ArrayLike = 0.0, attention_gpus: ArrayLike = 0.0, ffn_gpus: ArrayLike = 0.0,
+             prefill_memory_bytes: ArrayLike = 0.0, attention_memory_bytes: ArrayLike = 0.0,
+             ffn_memory_bytes: ArrayLike = 0.0) -> Metrics:
+    """Build `Metrics` from an architecture's core numbers: derives the rates, latency and verdict."""
+    feasible, violation, reason = verdict(ttft_s, tpot_s, memory_frac, valid, overload, slo, mode)
+    like = jnp.zeros_like(tpot_s)
+    return Metrics(
+        ttft_s=ttft_s,
+        tpot_s=tpot_s,
+        out_tok_per_s_per_gpu=requests_per_s * output_tokens / gpus,
+        tok_per_s_per_user=1.0 / tpot_s,
+        requests_per_s=requests_per_s,
+        request_latency_s=ttft_s + (output_tokens - 1.0) * tpot_s,
+        gpus=gpus,
+        prefill_gpus=like + prefill_gpus,
+        decode_gpus=like + (gpus if decode_gpus is None else decode_gpus),
+        attention_gpus=like + attention_gpus,
+        ffn_gpus=like + ffn_gpus,
+        prefill_memory_bytes=like + prefill_memory_bytes,
+        decode_memory_bytes=decode_memory_bytes,
+        attention_memory_bytes=like + attention_memory_bytes,
+        ffn_memory_bytes=like + ffn_memory_bytes,
+        memory_frac=memory_frac,
+        decode_batch=decode_batch,
+        mfu=mfu,
+        feasible=feasible,
+        violation=violation,
+        reason=reason,
+        breakdown=breakdown,
+    )
