@@ -13,7 +13,6 @@ the configurations over 2 XLA CPU devices (both cores). Rows go to `results/esti
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 sys.path.insert(0, str(Path(__file__).parent))
-from step_throughput import machine, time_call
+from step_throughput import machine, record, time_call
 
 import jaxsim as js
 from jaxsim.batching import blocked_vmap, broadcast_batch
@@ -96,11 +95,7 @@ def main() -> None:
                          "repeats": args.repeats, **info})
             print(f"{arch:11s} N={n:>8d}  first call {first:6.2f} s  median {med * 1e3:9.2f} ms  {n / med:10.3e} evals/s")
     if not args.no_record:
-        RESULTS.parent.mkdir(exist_ok=True)
-        with RESULTS.open("a") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-        print(f"appended {len(rows)} rows to {RESULTS}")
+        record(rows, RESULTS)
 
 
 if __name__ == "__main__":

@@ -29,14 +29,12 @@ if __name__ == "__main__" and "--host-devices" in sys.argv:  # must precede the 
     _k = sys.argv[sys.argv.index("--host-devices") + 1]
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={_k}"
 
-import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import jaxsim as js
-from jaxsim.batching import blocked_vmap
+from jaxsim.batching import blocked_vmap, broadcast_batch
 
 RESULTS = Path(__file__).parent / "results" / "step_throughput.jsonl"
 
@@ -51,12 +49,11 @@ def random_configs(n: int, seed: int = 0) -> tuple[js.Deployment, js.StepBatch]:
                       nextn=rng.integers(0, 2, n).astype(np.float32), nextn_accept=np.full(n, 0.7, np.float32),
                       gemm_weight_bytes=np.ones(n, np.float32), moe_weight_bytes=rng.choice([0.5, 1.0], n).astype(np.float32),
                       kv_bytes=np.ones(n, np.float32))
-    d = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,)) if eqx.is_array(x) else x, d)
     b = js.StepBatch(decode_requests=rng.uniform(1, 256, n).astype(np.float32),
                      decode_context=rng.uniform(256, 16384, n).astype(np.float32),
                      prefill_tokens=rng.choice([0.0, 2048.0], n).astype(np.float32),
                      prefill_context=np.full(n, 3000.0, np.float32), prefill_sequences=np.ones(n, np.float32))
-    return d, b
+    return broadcast_batch((d, b), n)
 
 
 def time_call(fn, *args, repeats: int) -> tuple[float, float]:
@@ -83,6 +80,15 @@ def machine() -> dict[str, object]:
     return {"device": dev.device_kind, "platform": dev.platform, "cpus": os.cpu_count(),
             "processor": platform.processor() or platform.machine(), "jax": jax.__version__, "commit": commit,
             "dtype": "float32"}
+
+
+def record(rows: list[dict[str, object]], path: Path) -> None:
+    """Append result rows as JSON lines."""
+    path.parent.mkdir(exist_ok=True)
+    with path.open("a") as fh:
+        for row in rows:
+            fh.write(json.dumps(row) + "\n")
+    print(f"appended {len(rows)} rows to {path}")
 
 
 def main() -> None:
@@ -126,11 +132,7 @@ def main() -> None:
             print(f"{kernel:18s} N={n:>9d}  first call {first:7.3f} s  median {med * 1e3:9.3f} ms  "
                   f"{n / med:10.3e} evals/s")
     if not args.no_record:
-        RESULTS.parent.mkdir(exist_ok=True)
-        with RESULTS.open("a") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
-        print(f"appended {len(rows)} rows to {RESULTS}")
+        record(rows, RESULTS)
 
 
 if __name__ == "__main__":
