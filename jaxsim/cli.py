@@ -276,8 +276,8 @@ def estimate_cmd(
         result = jax.jit(estimate, static_argnames="mode")(m, hw, cfg, w, slo, load)
         out = {"model": m.name, "system": hw.name, "architecture": architecture(cfg),
                "workload": {"prefix": float(w.prefix_tokens), "isl": float(w.input_tokens),
-                            "osl": float(w.output_tokens), "ttft_target_ms": round(float(slo.ttft_s) * 1e3, 6),
-                            "tpot_target_ms": round(float(slo.tpot_s) * 1e3, 6)},
+                            "osl": float(w.output_tokens), "ttft_target_ms": round(float(slo.ttft_s) * 1e3, 4),
+                            "tpot_target_ms": round(float(slo.tpot_s) * 1e3, 4)},
                **metrics_report(result)}
         if as_json:
             print_json(out)

@@ -30,7 +30,7 @@ from jaxsim import smooth
 from jaxsim.cost import flops as F
 from jaxsim.cost import kernels as K
 from jaxsim.cost import memory as Mem
-from jaxsim.serve.agg import decode_batch
+from jaxsim.serve.agg import chunk_batch, decode_batch, mixed_batch
 from jaxsim.serve.disagg import DecodePool, compose_pd
 from jaxsim.serve.metrics import Breakdown, Metrics, assemble
 from jaxsim.serve.queueing import SATURATION, Load, queue_wait, running_batch, served_rate
@@ -164,12 +164,7 @@ def _afd_pool(m: Model, hw: Hardware, cfg: AFDConfig, w: Workload, load: Load, i
     batch_cap = smooth.minimum(cfg.batch, cfg.chunk * iters / w.input_tokens, mode) if agg_base else cfg.batch
 
     def iteration(running: Array) -> AFDIteration:
-        b = decode_batch(w, running)
-        if agg_base:
-            prefill = running * w.input_tokens / iters
-            b = eqx.tree_at(lambda x: (x.prefill_tokens, x.prefill_context, x.prefill_sequences), b,
-                            (prefill, w.prefix_tokens + 0.5 * w.input_tokens,
-                             prefill / smooth.minimum(w.input_tokens, cfg.chunk, mode)))
+        b = mixed_batch(w, running, iters, cfg.chunk, mode) if agg_base else decode_batch(w, running)
         return afd_iteration(m, hw, d, cfg.micro_batches, b, mode)
 
     full = iteration(batch_cap)
@@ -211,13 +206,17 @@ def afd_metrics(m: Model, hw: Hardware, cfg: AFDConfig, w: Workload, slo: SLO, l
         return compose_pd(m, hw, cfg.prefill, cfg.prefill_batch, cfg.prefill_workers, cfg.workers, pool, w, slo,
                           load, mode)
     instances = cfg.workers
-    pool, it, full = _afd_pool(m, hw, cfg, w, load, instances, mode)
+    pool, _, full = _afd_pool(m, hw, cfg, w, load, instances, mode)
     chunks = smooth.ceil(w.input_tokens / cfg.chunk, mode)
     wait, overload = queue_wait(load, instances * pool.slots, instances * pool.capacity_rps,
                                 w.input_tokens / cfg.chunk * full.total_s, instances * cfg.deploy.dp)
-    ttft = chunks * it.total_s + wait
+    with_chunk = afd_iteration(m, hw, cfg.deploy, cfg.micro_batches, chunk_batch(w, pool.running, cfg.chunk, mode),
+                               mode)
+    ttft = chunks * with_chunk.total_s + wait
+    chunk_mem = jnp.maximum(with_chunk.attention_memory_bytes, with_chunk.ffn_memory_bytes)
+    memory_frac = jnp.maximum(pool.memory_frac, chunk_mem / Mem.usable_bytes_per_gpu(hw))
     return assemble(ttft_s=ttft, tpot_s=pool.tpot_s, requests_per_s=instances * pool.requests_per_s,
-                    gpus=instances * pool.gpus, output_tokens=w.output_tokens, slo=slo, memory_frac=pool.memory_frac,
+                    gpus=instances * pool.gpus, output_tokens=w.output_tokens, slo=slo, memory_frac=memory_frac,
                     valid=pool.valid, overload=overload, decode_batch=pool.running, mfu=pool.mfu,
                     breakdown=pool.breakdown, decode_memory_bytes=pool.memory_bytes, mode=mode,
                     attention_gpus=instances * pool.attention_gpus, ffn_gpus=instances * pool.ffn_gpus,

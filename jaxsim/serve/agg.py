@@ -8,7 +8,9 @@ limits the batch to `chunk × output / (input × a)`. Cached prefix tokens skip 
 KV and are attended to. The decode batch holds requests at every stage of their output, so its KV
 lengths spread uniformly over [prefix + input, prefix + input + output].
 
-TPOT = iteration latency / a. TTFT = ceil(input / chunk) iterations (the prompt's chunks) + queueing.
+TPOT = mean iteration latency / a (prefill chunks amortised over the iterations). TTFT = queueing +
+ceil(input / chunk) iterations that each carry one chunk of min(input, chunk) prompt tokens besides the
+decodes — such an iteration is longer than the mean one.
 Throughput = groups × batch × a / iteration latency, where a group is one DP rank of one instance
 (× pp with pipeline parallelism, which keeps pp groups in flight); per GPU ÷ all GPUs of the instances.
 """
@@ -46,6 +48,24 @@ def decode_batch(w: Workload, decode_requests: Array, context_grows: bool = True
     return StepBatch(decode_requests=decode_requests, decode_context=start + half, decode_context_spread=half)
 
 
+def mixed_batch(w: Workload, running: Array, iters_per_request: Array, chunk: Array, mode: Mode) -> StepBatch:
+    """The mean iteration of a rank: `running` decodes plus the prompt tokens that keep them running
+    (running × input / iterations per request), from prompts of `min(input, chunk)` tokens per chunk."""
+    prefill = running * w.input_tokens / iters_per_request
+    b = decode_batch(w, running)
+    return eqx.tree_at(lambda x: (x.prefill_tokens, x.prefill_context, x.prefill_sequences), b,
+                       (prefill, w.prefix_tokens + 0.5 * w.input_tokens,
+                        prefill / smooth.minimum(w.input_tokens, chunk, mode)))
+
+
+def chunk_batch(w: Workload, running: Array, chunk: Array, mode: Mode) -> StepBatch:
+    """An iteration that carries one chunk (min(input, chunk) tokens) of a new prompt: what its TTFT sees."""
+    b = decode_batch(w, running)
+    return eqx.tree_at(lambda x: (x.prefill_tokens, x.prefill_context, x.prefill_sequences), b,
+                       (smooth.minimum(w.input_tokens, chunk, mode), w.prefix_tokens + 0.5 * w.input_tokens,
+                        jnp.ones_like(running)))
+
+
 def pool_mfu(c: StepCost, hw: Hardware, d: Deployment) -> Array:
     """Model FLOP/s of one GPU over its dense peak at the GEMM weight precision (with PP, each stage's
     GPU sees `pp` micro-batches per iteration latency)."""
@@ -65,12 +85,7 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     batch_cap = smooth.minimum(cfg.batch, cfg.chunk * iters_per_request / w.input_tokens, mode)
 
     def iteration(running: Array) -> StepCost:
-        prefill = running * w.input_tokens / iters_per_request
-        b = decode_batch(w, running)
-        b = eqx.tree_at(lambda x: (x.prefill_tokens, x.prefill_context, x.prefill_sequences), b,
-                        (prefill, w.prefix_tokens + 0.5 * w.input_tokens,
-                         prefill / smooth.minimum(w.input_tokens, cfg.chunk, mode)))
-        return step_cost(m, hw, d, b, mode)
+        return step_cost(m, hw, d, mixed_batch(w, running, iters_per_request, cfg.chunk, mode), mode)
 
     full = iteration(batch_cap)
     if load.kind == "saturation":
@@ -78,6 +93,7 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     else:
         running = running_batch(load, batch_cap, groups, iters_per_request, full.total_s)
         cost = iteration(running)
+    with_chunk = step_cost(m, hw, d, chunk_batch(w, running, cfg.chunk, mode), mode)
 
     tpot = cost.total_s / a
     capacity = groups * batch_cap / iters_per_request / full.total_s
@@ -86,9 +102,9 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     # A prefill server (one group) spends input/chunk of an iteration's budget on each prompt.
     wait, overload = queue_wait(load, groups * batch_cap, capacity, w.input_tokens / cfg.chunk * full.total_s,
                                 groups)
-    ttft = chunks * cost.total_s + wait
+    ttft = chunks * with_chunk.total_s + wait
     gpus = cfg.workers * d.gpus
-    mem_frac = cost.memory_bytes / Mem.usable_bytes_per_gpu(hw)
+    mem_frac = jnp.maximum(cost.memory_bytes, with_chunk.memory_bytes) / Mem.usable_bytes_per_gpu(hw)
     return assemble(ttft_s=ttft, tpot_s=tpot, requests_per_s=requests_per_s, gpus=gpus, output_tokens=w.output_tokens,
                     slo=slo, memory_frac=mem_frac, valid=cost.valid, overload=overload, decode_batch=running,
                     mfu=pool_mfu(cost, hw, d), breakdown=Breakdown.of_step(cost),

@@ -118,7 +118,8 @@ def compose_pd(m: Model, hw: Hardware, prefill: Deployment, prefill_batch: Array
     r_p = prefill.dp * prefill_batch / pre.interval_s
     matched = decode_workers <= 0
     w_d = jnp.where(matched, 1.0, decode_workers)
-    w_p = jnp.where(matched, pool.requests_per_s / r_p, prefill_workers)
+    # Rate matching sizes the prefill pool to the decode pool's capacity at its configured batch.
+    w_p = jnp.where(matched, pool.capacity_rps / r_p, prefill_workers)
     rate = jnp.minimum(w_p * r_p, w_d * pool.requests_per_s)
     capacity = jnp.minimum(w_p * r_p, w_d * pool.capacity_rps)
     gpus = w_p * prefill.gpus + w_d * pool.gpus

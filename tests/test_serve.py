@@ -1,0 +1,592 @@
+"""Serving architectures: hand-computed metrics for agg, disagg, Agg+AFD and P/D+AFD, AFD pipeline
+properties, feasibility, SLO monotonicity, queueing, transform consistency and gradients.
+
+The hand-computed cases take the step-level times the library computes for the iterations involved
+(`step_cost`, `afd_iteration`, `attention_side`, `routed_experts_s`) and derive the serving metrics from
+the documented formulas here, in the test. Transfers (KV, A2F, F2A) are computed entirely by hand from
+the H200 numbers in `specs/hardware/h200-sxm.toml`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxsim as js
+from jaxsim.serve import AFDConfig, AggConfig, DisaggConfig, Load, afd_iteration
+from jaxsim.step import attention_side, routed_experts_s
+
+est = jax.jit(js.estimate, static_argnames="mode")
+step = jax.jit(js.step_cost, static_argnames="mode")
+afd_it = jax.jit(afd_iteration, static_argnames="mode")
+side_fn = jax.jit(attention_side, static_argnames="mode")
+routed_fn = jax.jit(routed_experts_s, static_argnames="mode")
+
+# H200 numbers from specs/hardware/h200-sxm.toml.
+USABLE = 141e9 * (1 - 0.1)  # HBM × (1 − runtime reserve)
+NVLINK_BW, NVLINK_LAT = 450e9 * 0.75, 3e-6  # per GPU per direction × DeepEP-achieved fraction
+NIC_BW, NIC_LAT = 400e9 / 8 * 0.85, 10e-6
+# DeepSeek-V3: MLA latent 512 + RoPE 64 per layer × 61 layers = 35,136 KV bytes per token in FP8.
+DS3_KV_FP8 = (512 + 64) * 61
+DS3_TOKEN_TO_EXPERTS = 8 * 7168  # top-k × hidden elements a token sends to the FFN side
+DS3_MOE_LAYERS = 61 - 3
+
+W = js.Workload(input_tokens=4000.0, output_tokens=1000.0)
+LOOSE = js.SLO(ttft_s=100.0, tpot_s=1.0)
+REASON = {name: i for i, name in enumerate(js.REASONS)}
+
+
+def dep(**kw: float) -> js.Deployment:
+    """A deployment with FP8 GEMM / expert weights and FP8 KV (DeepSeek-V3 fits one H200 node)."""
+    return js.Deployment(**{"gemm_weight_bytes": 1.0, "moe_weight_bytes": 1.0, "kv_bytes": 1.0, **kw})
+
+
+EP8 = dep(tp=1, dp=8, ep=8)  # one HGX node: 8 attention-DP ranks, EP 8
+EP16 = dep(tp=1, dp=16, ep=16)  # two nodes
+
+
+def f(x: jax.Array) -> float:
+    return float(np.asarray(x))
+
+
+def decode_only(w: js.Workload, running: float) -> js.StepBatch:
+    """Decode requests at every stage of their output: KV spans prefix + input … + output."""
+    start, half = f(w.prefix_tokens + w.input_tokens), f(w.output_tokens) / 2
+    return js.StepBatch(decode_requests=running, decode_context=start + half, decode_context_spread=half)
+
+
+def mixed(w: js.Workload, running: float, chunk: float, a: float = 1.0) -> js.StepBatch:
+    """An agg iteration: `running` decode requests plus the prompt tokens that keep them running
+    (running × input × a / output), attending on average to prefix + input / 2 positions, belonging to
+    prefill_tokens / min(input, chunk) prompts."""
+    inp, out = f(w.input_tokens), f(w.output_tokens)
+    pre = running * inp * a / out
+    return eqx.tree_at(lambda b: (b.prefill_tokens, b.prefill_context, b.prefill_sequences), decode_only(w, running),
+                       (pre, f(w.prefix_tokens) + inp / 2, pre / min(inp, chunk)))
+
+
+def with_chunk(w: js.Workload, running: float, chunk: float) -> js.StepBatch:
+    """The iteration a new prompt's TTFT sees: `running` decodes plus one chunk of min(input, chunk)
+    tokens of that prompt (one sequence, attending on average to prefix + input / 2 positions)."""
+    inp = f(w.input_tokens)
+    return eqx.tree_at(lambda b: (b.prefill_tokens, b.prefill_context, b.prefill_sequences), decode_only(w, running),
+                       (min(inp, chunk), f(w.prefix_tokens) + inp / 2, 1.0))
+
+
+def prefill_only(w: js.Workload, prompts: float) -> js.StepBatch:
+    inp = f(w.input_tokens)
+    return js.StepBatch(prefill_tokens=prompts * inp, prefill_context=f(w.prefix_tokens) + inp / 2,
+                        prefill_sequences=prompts)
+
+
+def kv_transfer_by_hand(w: js.Workload, sender_gpus: float, receiver_gpus: float, sender_tp: float = 1.0) -> float:
+    """One request's FP8 KV (prefix + input tokens) from a prefill rank's TP GPUs, over NVLink when both
+    instances fit one 8-GPU domain, else over the 400 Gb/s NICs."""
+    kv = DS3_KV_FP8 * f(w.prefix_tokens + w.input_tokens) / sender_tp
+    if sender_gpus + receiver_gpus <= 8:
+        return NVLINK_LAT + kv / NVLINK_BW
+    return NIC_LAT + kv / NIC_BW
+
+
+def approx(x: float, rel: float = 2e-5) -> object:
+    return pytest.approx(x, rel=rel)
+
+
+# --------------------------------------------------------------------------------------------------
+# Hand-computed cases, one per architecture
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "inp", "out", "chunk", "batch", "workers", "nextn", "accept", "cap", "chunks"),
+    [
+        # cap = min(64, 8192·1000 / (4000·1) = 2048) = 64; ceil(4000 / 8192) = 1 chunk
+        (0.0, 4000.0, 1000.0, 8192.0, 64.0, 1.0, 0.0, 0.0, 64.0, 1),
+        # MTP a = 1 + 1·0.7 = 1.7; cap = min(64, 1536·1000 / (4000·1.7) = 225.9) = 64; ceil(4000/1536) = 3
+        (2000.0, 4000.0, 1000.0, 1536.0, 64.0, 2.0, 1.0, 0.7, 64.0, 3),
+        # prefill-bound: cap = min(64, 2048·100 / 4000 = 51.2) = 51.2; ceil(4000 / 2048) = 2
+        (0.0, 4000.0, 100.0, 2048.0, 64.0, 1.0, 0.0, 0.0, 51.2, 2),
+    ],
+)
+def test_agg_hand_computed(ds3: js.Model, h200: js.Hardware, prefix: float, inp: float, out: float, chunk: float,
+                           batch: float, workers: float, nextn: float, accept: float, cap: float,
+                           chunks: int) -> None:
+    d = dep(tp=1, dp=8, ep=8, nextn=nextn, nextn_accept=accept)
+    w = js.Workload(prefix_tokens=prefix, input_tokens=inp, output_tokens=out)
+    a = 1.0 + nextn * accept
+    c = step(ds3, h200, d, mixed(w, cap, chunk, a))
+    t = f(c.total_s)
+    cc = step(ds3, h200, d, with_chunk(w, cap, chunk))
+    t_chunk = f(cc.total_s)  # an iteration carrying one chunk of the new prompt
+    assert t_chunk >= t  # a whole chunk is at least the prefill the mean iteration carries
+    r = est(ds3, h200, AggConfig(d, batch=batch, chunk=chunk, workers=workers), w, LOOSE)
+    groups, gpus = workers * 8, workers * 8  # DP ranks of all instances; TP1 × DP8 per instance
+    assert f(r.decode_batch) == approx(cap)
+    assert f(r.tpot_s) == approx(t / a)
+    assert f(r.tok_per_s_per_user) == approx(a / t)
+    assert f(r.ttft_s) == approx(chunks * t_chunk)
+    assert f(r.out_tok_per_s_per_gpu) == approx(groups * cap * a / t / gpus)
+    assert f(r.requests_per_s) == approx(groups * cap / (out / a) / t)
+    assert f(r.request_latency_s) == approx(chunks * t_chunk + (out - 1) * t / a)
+    assert f(r.gpus) == gpus and f(r.decode_gpus) == gpus and f(r.prefill_gpus) == 0
+    assert f(r.memory_frac) == approx(max(f(c.memory_bytes), f(cc.memory_bytes)) / USABLE)
+    # 8-GPU DeepSeek-V3 in FP8 fits an H200 node with a loose SLO.
+    assert bool(r.feasible) and int(r.reason) == REASON["ok"] and f(r.violation) == 0
+    tight = est(ds3, h200, AggConfig(d, batch=batch, chunk=chunk, workers=workers), w,
+                js.SLO(ttft_s=100.0, tpot_s=0.5 * t / a))
+    assert not bool(tight.feasible) and int(tight.reason) == REASON["tpot"]
+    assert f(tight.violation) == approx(1.0, rel=1e-4)  # TPOT is twice its target: relative excess 1
+
+
+def test_disagg_hand_computed(ds3: js.Model, h200: js.Hardware) -> None:
+    """Prefill: 8 GPUs (DP8/EP8), 2 prompts per rank; decode: 16 GPUs (DP16/EP16), 64 requests per rank."""
+    pre = step(ds3, h200, EP8, prefill_only(W, 2.0))
+    dec = step(ds3, h200, EP16, decode_only(W, 64.0))
+    t_p, t_d = f(pre.total_s), f(dec.total_s)
+    assert f(pre.interval_s) == t_p  # no PP
+    r_p = 8 * 2.0 / t_p  # requests/s of one prefill instance: DP ranks × prompts per iteration
+    r_d = 16 * 64.0 / (1000.0 / 1.0 * t_d)  # DP ranks × batch / (output / a iterations)
+    ttft = t_p + kv_transfer_by_hand(W, 8, 16)  # 8 + 16 GPUs exceed the NVLink domain: NIC
+    cfg = DisaggConfig(EP8, EP16, prefill_batch=2.0, decode_batch=64.0, decode_workers=0.0)
+
+    matched = est(ds3, h200, cfg, W, LOOSE)
+    assert f(matched.out_tok_per_s_per_gpu) == approx(1000.0 / (8 / r_p + 16 / r_d))
+    assert f(matched.requests_per_s) == approx(r_d)
+    assert f(matched.prefill_gpus) == approx(8 * r_d / r_p)
+    assert f(matched.decode_gpus) == 16
+    assert f(matched.ttft_s) == approx(ttft)
+    assert f(matched.tpot_s) == approx(t_d)
+    assert f(matched.request_latency_s) == approx(ttft + 999 * t_d)
+    mem = max(f(pre.memory_bytes), f(dec.memory_bytes)) / USABLE
+    assert f(matched.memory_frac) == approx(mem)
+
+    # Given worker counts, the slower pool sets the rate: one case bound by each side.
+    for w_p, w_d in ((1.0, 4.0), (4.0, 1.0)):
+        prefill_bound = w_p * r_p < w_d * r_d
+        assert prefill_bound == (w_p == 1.0)  # precondition: the two cases exercise both pools
+        r = est(ds3, h200, eqx.tree_at(lambda c: (c.prefill_workers, c.decode_workers), cfg, (w_p, w_d)), W, LOOSE)
+        rate = min(w_p * r_p, w_d * r_d)
+        assert f(r.requests_per_s) == approx(rate)
+        assert f(r.out_tok_per_s_per_gpu) == approx(rate * 1000.0 / (w_p * 8 + w_d * 16))
+        assert f(r.ttft_s) == approx(ttft) and f(r.tpot_s) == approx(t_d)
+
+
+def test_agg_afd_hand_computed(ds3: js.Model, h200: js.Hardware) -> None:
+    """Agg+AFD: 8 attention GPUs (DP8) + 8 FFN GPUs (EP8), 2 micro-batches, 2 instances."""
+    chunk = 2048.0
+    it = afd_it(ds3, h200, EP8, 2.0, mixed(W, 64.0, chunk))  # cap = min(64, 2048·1000/4000 = 512) = 64
+    t = f(it.total_s)
+    r = est(ds3, h200, AFDConfig(EP8, micro_batches=2.0, batch=64.0, chunk=chunk, workers=2.0), W, LOOSE)
+    # Prefill-bound variant: output 100 → cap = min(64, 2048·100/4000 = 51.2) = 51.2 per rank.
+    short = js.Workload(input_tokens=4000.0, output_tokens=100.0)
+    t_short = f(afd_it(ds3, h200, EP8, 2.0, mixed(short, 51.2, chunk)).total_s)
+    r_short = est(ds3, h200, AFDConfig(EP8, micro_batches=2.0, batch=64.0, chunk=chunk), short, LOOSE)
+    assert f(r_short.decode_batch) == approx(51.2)
+    assert f(r_short.tpot_s) == approx(t_short)
+    assert f(r_short.out_tok_per_s_per_gpu) == approx(8 * 51.2 / t_short / 16)
+    assert f(r.tpot_s) == approx(t)
+    it_chunk = afd_it(ds3, h200, EP8, 2.0, with_chunk(W, 64.0, chunk))
+    t_chunk = f(it_chunk.total_s)
+    assert f(r.ttft_s) == approx(math.ceil(4000 / 2048) * t_chunk)
+    # 2 instances × 8 ranks × 64 requests × a = 1 tokens per iteration, over 2 × (8 + 8) GPUs
+    assert f(r.out_tok_per_s_per_gpu) == approx(2 * 8 * 64.0 / t / 32)
+    assert f(r.requests_per_s) == approx(2 * 8 * 64.0 / 1000.0 / t)
+    assert (f(r.gpus), f(r.attention_gpus), f(r.ffn_gpus)) == (32, 16, 16)
+    mem = max(f(it.attention_memory_bytes), f(it.ffn_memory_bytes), f(it_chunk.attention_memory_bytes),
+              f(it_chunk.ffn_memory_bytes))
+    assert f(r.memory_frac) == approx(mem / USABLE)
+    # AFD's memory payoff: the FFN GPUs hold all routed experts of 58 layers over EP8 (FP8), the
+    # attention GPUs none of them (about 19 GB of other weights) but the KV of 64 requests of mean
+    # context 4500: 64 × 4500 × 35,136 bytes.
+    routed = DS3_MOE_LAYERS * 256 / 8 * 3 * 7168 * 2048
+    kv = 64 * 4500 * DS3_KV_FP8
+    assert f(it.ffn_memory_bytes) >= routed
+    assert kv + 15e9 < f(it.attention_memory_bytes) < kv + 25e9
+
+
+def test_disagg_afd_hand_computed(ds3: js.Model, h200: js.Hardware) -> None:
+    """P/D+AFD, rate-matched: prefill on 8 GPUs (1 prompt per rank) feeding an AFD decode instance of
+    8 attention + 8 FFN GPUs, 4 micro-batches."""
+    pre = step(ds3, h200, EP8, prefill_only(W, 1.0))
+    it = afd_it(ds3, h200, EP8, 4.0, decode_only(W, 64.0))
+    t_p, t_d = f(pre.total_s), f(it.total_s)
+    r_p, r_d = 8 * 1.0 / t_p, 8 * 64.0 / (1000.0 * t_d)
+    cfg = AFDConfig(EP8, micro_batches=4.0, batch=64.0, base="disagg", prefill=EP8, prefill_batch=1.0, workers=0.0)
+    r = est(ds3, h200, cfg, W, LOOSE)
+    assert js.architecture(cfg) == "disagg+afd"
+    assert f(r.out_tok_per_s_per_gpu) == approx(1000.0 / (8 / r_p + 16 / r_d))
+    assert f(r.ttft_s) == approx(t_p + kv_transfer_by_hand(W, 8, 16))
+    assert f(r.tpot_s) == approx(t_d)
+    assert f(r.prefill_gpus) == approx(8 * r_d / r_p)
+    assert (f(r.attention_gpus), f(r.ffn_gpus)) == (8, 8)
+
+
+# --------------------------------------------------------------------------------------------------
+# The AFD per-layer pipeline
+# --------------------------------------------------------------------------------------------------
+
+
+def moe_layer_s(m: js.Model, hw: js.Hardware, d: js.Deployment, micro_batches: float, b: js.StepBatch) -> float:
+    """Time of one MoE layer in an AFD iteration: the iteration with one more MoE layer minus it."""
+    longer = eqx.tree_at(lambda x: x.n_layers, m, m.n_layers + 1.0)
+    return f(afd_it(longer, hw, d, micro_batches, b).total_s) - f(afd_it(m, hw, d, micro_batches, b).total_s)
+
+
+def afd_stages(m: js.Model, hw: js.Hardware, d: js.Deployment, micro_batches: float, b: js.StepBatch,
+               bw: float, lat: float) -> tuple[float, float, float, float]:
+    """(T_a, T_a2f, T_f, T_f2a) of one micro-batch of a decode-only batch; transfers by hand."""
+    mb = eqx.tree_at(lambda x: x.decode_requests, b, b.decode_requests / micro_batches)
+    side = side_fn(m, hw, d, mb, overhead_share=1.0 / micro_batches)
+    t_a = f(side.attention_s + side.attn_gemm_s + 2 * side.tp_all_reduce_s + side.elementwise_s + side.moe_gemm_s)
+    tokens = f(mb.decode_requests)  # per attention rank, no MTP
+    tp, dp, ep, moe_tp = (f(x) for x in (d.tp, d.dp, d.ep, d.moe_tp))
+    t_f = f(routed_fn(m, hw, d, tokens * dp)[0])  # every attention rank's micro-batch
+    send = tokens / tp * DS3_TOKEN_TO_EXPERTS  # elements one attention GPU sends
+    recv = tokens * dp * DS3_TOKEN_TO_EXPERTS / ep * (1.2 if ep > 1 else 1.0)  # busiest FFN GPU, imbalance 1.2
+    t_a2f = lat + max(send, recv) * 1.0 / bw  # FP8 dispatch
+    t_f2a = lat + max(send * moe_tp, recv) * 2.0 / bw  # BF16 combine (moe_tp partial sums back)
+    return t_a, t_a2f, t_f, t_f2a
+
+
+@pytest.mark.parametrize(
+    ("tp", "dp", "ep", "moe_tp", "micro_batches", "domain"),
+    [
+        (1, 8, 8, 1, 1.0, "nic"),  # 8 + 8 GPUs > one 8-GPU domain
+        (1, 8, 8, 1, 4.0, "nic"),
+        (2, 2, 2, 2, 3.0, "nvlink"),  # 4 + 4 GPUs fit one domain
+    ],
+)
+def test_afd_layer_time_formula(ds3: js.Model, h200: js.Hardware, tp: int, dp: int, ep: int, moe_tp: int,
+                                micro_batches: float, domain: str) -> None:
+    """layer = max(M·T_a, M·T_f, M·T_a2f, M·T_f2a, T_a + T_a2f + T_f + T_f2a); with M = 1 that is the sum."""
+    d = dep(tp=tp, dp=dp, ep=ep, moe_tp=moe_tp)
+    b = decode_only(W, 96.0)
+    bw, lat = (NVLINK_BW, NVLINK_LAT) if domain == "nvlink" else (NIC_BW, NIC_LAT)
+    t_a, t_a2f, t_f, t_f2a = afd_stages(ds3, h200, d, micro_batches, b, bw, lat)
+    layer = moe_layer_s(ds3, h200, d, micro_batches, b)
+    M = micro_batches
+    assert layer == approx(max(M * t_a, M * t_f, M * t_a2f, M * t_f2a, t_a + t_a2f + t_f + t_f2a), rel=1e-4)
+    if M == 1:
+        assert layer == approx(t_a + t_a2f + t_f + t_f2a, rel=1e-4)
+    it = afd_it(ds3, h200, d, M, b)
+    n = DS3_MOE_LAYERS
+    assert f(it.breakdown.moe_s) == approx(M * n * t_f)
+    assert f(it.breakdown.dispatch_s) == approx(M * n * t_a2f)
+    assert f(it.breakdown.combine_s) == approx(M * n * t_f2a)
+
+
+def test_afd_slow_link_bound_by_combine(ds3: js.Model, h200: js.Hardware) -> None:
+    """A 1 GB/s NIC makes the F→A direction (BF16, 2 bytes) the bottleneck: layer = M·T_f2a, by hand."""
+    slow = eqx.tree_at(lambda h: h.scale_out_bytes_per_s, h200, 1e9)
+    M, batch = 3.0, 96.0
+    tokens = batch / M
+    # Busiest FFN GPU: 8 ranks × 32 tokens × top-8 / EP8 × 1.2 imbalance tokens of 7168 BF16 elements.
+    t_f2a = 10e-6 + 8 * tokens * 8 / 8 * 1.2 * 7168 * 2.0 / (1e9 * 0.85)
+    layer = moe_layer_s(ds3, slow, EP8, M, decode_only(W, batch))
+    assert layer == approx(M * t_f2a, rel=1e-4)
+
+
+def linear_hw(hw: js.Hardware) -> js.Hardware:
+    """Costs linear in tokens and free communication: flat efficiencies (no small-shape penalty), HBM
+    1e4× faster (every kernel compute-bound, so weights re-read per micro-batch cost nothing), NVLink and
+    NICs 1e9× faster with zero latency."""
+    hw = eqx.tree_at(lambda h: (h.eff.gemm_half_rows, h.eff.attn_half_context, h.eff.moe_half_tokens), hw,
+                     (0.0, 0.0, 0.0))
+    return eqx.tree_at(lambda h: (h.hbm_bytes_per_s, h.scale_up_bytes_per_s, h.scale_out_bytes_per_s,
+                                  h.scale_up_latency_s, h.scale_out_latency_s), hw,
+                       (1e4 * hw.hbm_bytes_per_s, 1e9 * hw.scale_up_bytes_per_s, 1e9 * hw.scale_out_bytes_per_s,
+                        0.0, 0.0))
+
+
+def test_afd_many_micro_batches_free_comm_tend_to_max_of_sides(ds3: js.Model, h200: js.Hardware) -> None:
+    """What is asserted:
+    (a) costs linear in tokens + free communication: with M = 1 the layer is T_a(B) + T_f(B) of the
+        whole batch B, and for every M ≥ 2 it equals max(T_a(B), T_f(B)) — the pipeline hides the
+        smaller side completely and micro-batching costs nothing;
+    (b) the real (memory-bound, small-batch) H200 with free communication does not converge: for M ≥ 2
+        the layer is M·max(T_a(B/M), T_f(B/M)), which exceeds max(T_a(B), T_f(B)) because every
+        micro-batch re-reads the weights, and grows with M.
+    """
+    b = decode_only(W, 1024.0)
+    hw = linear_hw(h200)
+    t_a, _, t_f, _ = afd_stages(ds3, hw, EP8, 1.0, b, 1.0, 0.0)
+    assert 0.1 < t_a / t_f < 10  # both sides matter
+    layers = [moe_layer_s(ds3, hw, EP8, M, b) for M in (1.0, 2.0, 4.0, 8.0)]
+    assert layers[0] == approx(t_a + t_f, rel=1e-4)
+    for layer in layers[1:]:
+        assert layer == approx(max(t_a, t_f), rel=1e-3)
+
+    free = eqx.tree_at(lambda h: (h.scale_up_bytes_per_s, h.scale_out_bytes_per_s, h.scale_up_latency_s,
+                                  h.scale_out_latency_s), h200,
+                       (1e9 * h200.scale_up_bytes_per_s, 1e9 * h200.scale_out_bytes_per_s, 0.0, 0.0))
+    b = decode_only(W, 64.0)
+    whole = afd_stages(ds3, free, EP8, 1.0, b, 1.0, 0.0)
+    prev = 0.0
+    for M in (2.0, 4.0, 8.0):
+        t_a, _, t_f, _ = afd_stages(ds3, free, EP8, M, b, 1.0, 0.0)
+        layer = moe_layer_s(ds3, free, EP8, M, b)
+        assert layer == approx(M * max(t_a, t_f), rel=1e-3)
+        assert layer > 1.05 * max(whole[0], whole[2]) and layer > prev
+        prev = layer
+
+
+# --------------------------------------------------------------------------------------------------
+# Feasibility and SLO properties
+# --------------------------------------------------------------------------------------------------
+
+
+def test_exceeding_hbm_is_infeasible_for_memory(ds3: js.Model, h200: js.Hardware) -> None:
+    h100 = js.load_hardware("h100-sxm")
+    one = js.Deployment()  # one GPU, BF16 weights
+    # 671e9 parameters × 2 bytes on one 80 GB H100 (72 GB usable after its 10 % reserve): > 18× over.
+    r = est(ds3, h100, AggConfig(one, batch=1.0), W, LOOSE)
+    assert not bool(r.feasible) and int(r.reason) == REASON["memory"]
+    assert f(r.memory_frac) > 0.98 * 671e9 * 2 / (80e9 * 0.9)
+    # The same on one H200, for the other architectures: routed experts alone, 58 layers × 256 × 3·7168·2048
+    # BF16 elements, are 9× the usable 126.9 GB.
+    routed = DS3_MOE_LAYERS * 256 * 3 * 7168 * 2048 * 2.0
+    for cfg in (DisaggConfig(one, one, decode_batch=1.0), AFDConfig(one, micro_batches=1.0, batch=1.0)):
+        r = est(ds3, h200, cfg, W, LOOSE)
+        assert not bool(r.feasible) and int(r.reason) == REASON["memory"], js.architecture(cfg)
+        assert f(r.memory_frac) >= routed / USABLE
+    # Invalid parallelism is reported before memory: TP 3 does not divide 128 heads.
+    r = est(ds3, h200, AggConfig(js.Deployment(tp=3, ep=3), batch=1.0), W, LOOSE)
+    assert int(r.reason) == REASON["invalid_parallelism"] and not bool(r.feasible)
+
+
+def random_agg(n: int, seed: int) -> tuple[AggConfig, js.Workload]:
+    """Random agg deployments of DeepSeek-V3 (1–16 GPUs, some too small to fit) and workloads, stacked."""
+    rng = np.random.default_rng(seed)
+    cfgs, ws = [], []
+    for _ in range(n):
+        tp, dp = int(rng.choice([1, 2, 4, 8])), int(rng.choice([1, 2, 4]))
+        d = dep(tp=tp, dp=dp, ep=tp * dp, nextn=float(rng.integers(0, 2)), nextn_accept=float(rng.uniform(0.5, 1)))
+        cfgs.append(AggConfig(d, batch=float(rng.uniform(1, 256)), chunk=float(rng.uniform(512, 16384)),
+                              workers=float(rng.integers(1, 3))))
+        ws.append(js.Workload(prefix_tokens=float(rng.choice([0.0, 2048.0])), input_tokens=float(rng.uniform(256, 8000)),
+                              output_tokens=float(rng.uniform(64, 2000))))
+    return stack(cfgs), stack(ws)
+
+
+def random_afd(n: int, seed: int) -> tuple[AFDConfig, js.Workload]:
+    rng = np.random.default_rng(seed)
+    cfgs, ws = [], []
+    for _ in range(n):
+        tp, dp, ep = int(rng.choice([1, 2])), int(rng.choice([1, 2, 4, 8])), int(rng.choice([1, 4, 8, 16, 32]))
+        d = dep(tp=tp, dp=dp, ep=ep)
+        cfgs.append(AFDConfig(d, micro_batches=float(rng.integers(1, 5)), batch=float(rng.uniform(1, 256)),
+                              chunk=float(rng.uniform(512, 16384)), workers=float(rng.integers(1, 3))))
+        ws.append(js.Workload(input_tokens=float(rng.uniform(256, 8000)), output_tokens=float(rng.uniform(64, 2000))))
+    return stack(cfgs), stack(ws)
+
+
+def random_disagg(n: int, seed: int) -> tuple[DisaggConfig, js.Workload]:
+    rng = np.random.default_rng(seed)
+    cfgs, ws = [], []
+    for _ in range(n):
+        p, d = (dep(tp=1, dp=k, ep=k) for k in rng.choice([4, 8, 16], size=2))
+        cfgs.append(DisaggConfig(p, d, prefill_batch=float(rng.integers(1, 4)), decode_batch=float(rng.uniform(1, 256)),
+                                 prefill_workers=float(rng.integers(1, 4)), decode_workers=float(rng.integers(0, 3))))
+        ws.append(js.Workload(input_tokens=float(rng.uniform(256, 8000)), output_tokens=float(rng.uniform(64, 2000))))
+    return stack(cfgs), stack(ws)
+
+
+def stack(items: list) -> object:
+    return jax.tree.map(lambda *x: jnp.stack(x), *items)
+
+
+N_RANDOM = 16
+RANDOM = {"agg": random_agg, "disagg": random_disagg, "agg+afd": random_afd}
+
+
+def unstack(tree: object, i: int) -> object:
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+@pytest.mark.parametrize("arch", list(RANDOM))
+def test_raising_a_target_never_breaks_feasibility(ds3: js.Model, h200: js.Hardware, arch: str) -> None:
+    cfg, w = RANDOM[arch](N_RANDOM, 11)
+    rng = np.random.default_rng(12)
+    free = js.SLO(ttft_s=jnp.full(N_RANDOM, 1e6), tpot_s=jnp.full(N_RANDOM, 1e6))
+    base = js.estimate_batch(ds3, h200, cfg, w, free)
+    # Targets around each configuration's own metrics, so roughly half pass each check.
+    slo = js.SLO(ttft_s=base.ttft_s * rng.uniform(0.5, 1.5, N_RANDOM), tpot_s=base.tpot_s * rng.uniform(0.5, 1.5, N_RANDOM))
+    r0 = js.estimate_batch(ds3, h200, cfg, w, slo)
+    flipped = 0
+    for field in ("tpot_s", "ttft_s"):
+        raised = eqx.tree_at(lambda s, k=field: getattr(s, k), slo, getattr(slo, field) * rng.uniform(1, 3, N_RANDOM))
+        r1 = js.estimate_batch(ds3, h200, cfg, w, raised)
+        f0, f1 = np.asarray(r0.feasible), np.asarray(r1.feasible)
+        assert np.all(~f0 | f1), field  # feasible stays feasible
+        assert np.all(np.asarray(r1.violation) <= np.asarray(r0.violation) * (1 + 1e-6)), field
+        flipped += int(np.sum(~f0 & f1))
+        # Metrics other than the verdict do not depend on the targets.
+        np.testing.assert_allclose(np.asarray(r1.out_tok_per_s_per_gpu), np.asarray(r0.out_tok_per_s_per_gpu))
+    f0 = np.asarray(r0.feasible)
+    assert 0 < f0.sum() < N_RANDOM and flipped > 0  # the property was exercised both ways
+
+
+# --------------------------------------------------------------------------------------------------
+# Queueing
+# --------------------------------------------------------------------------------------------------
+
+
+def test_concurrency_queueing_and_littles_law(ds3: js.Model, h200: js.Hardware) -> None:
+    """DP8 with 64 slots per rank: 512 slots. chunk 2048 → 2 chunks per 4000-token prompt."""
+    chunk, cap, slots = 2048.0, 64.0, 512.0  # cap = min(64, 2048·1000/4000 = 512)
+    cfg = AggConfig(EP8, batch=cap, chunk=chunk)
+    t_cap = f(step(ds3, h200, EP8, mixed(W, cap, chunk)).total_s)
+    capacity = 8 * cap / 1000.0 / t_cap  # requests/s at full occupancy
+    prev = 0.0
+    for n in (8.0, 100.0, 512.0, 600.0, 1024.0, 4096.0):
+        r = est(ds3, h200, cfg, W, LOOSE, Load("concurrency", n))
+        running = min(cap, n / 8)
+        t = f(step(ds3, h200, EP8, mixed(W, running, chunk)).total_s)
+        t_chunk = f(step(ds3, h200, EP8, with_chunk(W, running, chunk)).total_s)
+        wait = max(n - slots, 0.0) / capacity  # the excess waits for a slot (Little's law)
+        assert f(r.decode_batch) == approx(running)
+        assert f(r.ttft_s) == approx(2 * t_chunk + wait)
+        assert f(r.ttft_s) >= prev
+        prev = f(r.ttft_s)
+        # Little's law: requests/s × time in system = requests in system. A request holds its slot for
+        # `output` mean iterations, while the model's latency counts the prompt's 2 chunk iterations
+        # (each longer than the mean one) plus output − 1 mean iterations: the product exceeds N by
+        # (2·t_chunk/t − 1)/output (the excess over the slots waits (N − slots)/capacity, which
+        # Little's law counts exactly).
+        product = f(r.requests_per_s) * f(r.request_latency_s)
+        excess = (2 * t_chunk / t - 1) / 1000
+        assert excess < 0.02
+        assert n * (1 - 1e-5) <= product <= n * (1 + excess + 1e-5)
+        if n <= slots:
+            no_queue = est(ds3, h200, AggConfig(EP8, batch=n / 8, chunk=chunk), W, LOOSE)
+            assert f(r.ttft_s) == approx(f(no_queue.ttft_s))
+
+
+def test_rate_load_served_below_capacity_infeasible_above(ds3: js.Model, h200: js.Hardware) -> None:
+    chunk, cap = 2048.0, 64.0
+    cfg = AggConfig(EP8, batch=cap, chunk=chunk)
+    t_cap = f(step(ds3, h200, EP8, mixed(W, cap, chunk)).total_s)
+    capacity = 8 * cap / 1000.0 / t_cap
+    lam = 0.5 * capacity
+    r = est(ds3, h200, cfg, W, LOOSE, Load("rate", lam))
+    # Little's law for the running batch: λ/8 per rank × 1000 iterations × T(cap) = half the cap.
+    running = lam / 8 * 1000.0 * t_cap
+    assert running == approx(32.0)
+    t = f(step(ds3, h200, EP8, mixed(W, running, chunk)).total_s)
+    t_chunk = f(step(ds3, h200, EP8, with_chunk(W, running, chunk)).total_s)
+    service = 4000 / chunk * t_cap  # prefill seconds per prompt on one of the 8 rank-servers
+    rho = lam * service / 8
+    wait = rho * service / (2 * (1 - rho))  # M/D/1
+    assert f(r.requests_per_s) == approx(lam)
+    assert f(r.decode_batch) == approx(running)
+    assert f(r.tpot_s) == approx(t)
+    assert f(r.ttft_s) == approx(2 * t_chunk + wait)
+    assert bool(r.feasible)
+
+    over = est(ds3, h200, cfg, W, LOOSE, Load("rate", 1.5 * capacity))
+    assert not bool(over.feasible) and int(over.reason) == REASON["ttft"]
+    assert f(over.requests_per_s) == approx(capacity)
+    assert f(over.violation) >= 0.5 * (1 - 1e-5)  # overload 1.5 − 1
+
+    # P/D: 2 prefill instances and 1 decode instance; capacity = min(2·r_p, r_d).
+    dis = DisaggConfig(EP8, EP8, prefill_batch=1.0, decode_batch=64.0, prefill_workers=2.0, decode_workers=1.0)
+    r_p = 8 / f(step(ds3, h200, EP8, prefill_only(W, 1.0)).total_s)
+    r_d = 8 * 64.0 / 1000.0 / f(step(ds3, h200, EP8, decode_only(W, 64.0)).total_s)
+    cap_pd = min(2 * r_p, r_d)
+    below = est(ds3, h200, dis, W, LOOSE, Load("rate", 0.5 * cap_pd))
+    assert f(below.requests_per_s) == approx(0.5 * cap_pd) and bool(below.feasible)
+    above = est(ds3, h200, dis, W, LOOSE, Load("rate", 1.5 * cap_pd))
+    assert not bool(above.feasible) and int(above.reason) == REASON["ttft"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Rate matching
+# --------------------------------------------------------------------------------------------------
+
+
+def test_rate_matching_is_the_best_split(ds3: js.Model, h200: js.Hardware) -> None:
+    """The rate-matched closed form output / (g_p/r_p + g_d/r_d) bounds every integer worker split."""
+    cfg = DisaggConfig(EP8, EP16, prefill_batch=1.0, decode_batch=128.0)
+    r_p = 8 / f(step(ds3, h200, EP8, prefill_only(W, 1.0)).total_s)
+    r_d = 16 * 128.0 / 1000.0 / f(step(ds3, h200, EP16, decode_only(W, 128.0)).total_s)
+    best = 1000.0 / (8 / r_p + 16 / r_d)
+    assert f(est(ds3, h200, cfg, W, LOOSE).out_tok_per_s_per_gpu) == approx(best)
+    splits = [f(est(ds3, h200, eqx.tree_at(lambda c: (c.prefill_workers, c.decode_workers), cfg, (p, q)), W,
+                    LOOSE).out_tok_per_s_per_gpu) for p in (1.0, 2.0, 3.0, 5.0) for q in (1.0, 2.0, 3.0)]
+    assert max(splits) <= best * (1 + 1e-5)
+    assert max(splits) > 0.7 * best  # a near-matched integer split comes close
+
+
+# --------------------------------------------------------------------------------------------------
+# Transform consistency and gradients
+# --------------------------------------------------------------------------------------------------
+
+
+def leaves_close(a: object, b: object, rtol: float = 1e-5) -> None:
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x, dtype=float), np.asarray(y, dtype=float), rtol=rtol, atol=1e-12)
+
+
+def test_jit_equals_eager(ds3: js.Model, h200: js.Hardware) -> None:
+    for cfg in (AggConfig(EP8, batch=48.0, chunk=2048.0), AFDConfig(EP8, micro_batches=3.0, batch=48.0)):
+        leaves_close(est(ds3, h200, cfg, W, LOOSE), js.estimate(ds3, h200, cfg, W, LOOSE))
+
+
+@pytest.mark.parametrize("arch", ["agg", "agg+afd"])
+def test_estimate_batch_equals_loop(ds3: js.Model, h200: js.Hardware, arch: str) -> None:
+    cfg, w = RANDOM[arch](N_RANDOM, 11)
+    slo = js.SLO(ttft_s=jnp.full(N_RANDOM, 1e6), tpot_s=jnp.full(N_RANDOM, 1e6))
+    batched = js.estimate_batch(ds3, h200, cfg, w, slo)
+    for i in range(N_RANDOM):
+        leaves_close(unstack(batched, i), est(ds3, h200, unstack(cfg, i), unstack(w, i), unstack(slo, i)))
+
+
+def test_gradients_finite_and_match_finite_differences(ds3: js.Model, h200: js.Hardware) -> None:
+    def agg_tput(batch: jax.Array, chunk: jax.Array) -> jax.Array:
+        return js.estimate(ds3, h200, AggConfig(EP8, batch=batch, chunk=chunk), W, LOOSE,
+                           mode=js.SMOOTH).out_tok_per_s_per_gpu
+
+    def afd_tput(micro_batches: jax.Array, batch: jax.Array) -> jax.Array:
+        return js.estimate(ds3, h200, AFDConfig(EP8, micro_batches=micro_batches, batch=batch), W, LOOSE,
+                           mode=js.SMOOTH).out_tok_per_s_per_gpu
+
+    signs = []
+    for fn, point in ((agg_tput, (64.0, 2048.0)), (afd_tput, (3.0, 64.0))):
+        vg = jax.jit(jax.value_and_grad(fn, argnums=(0, 1)))
+        _, grads = vg(*point)
+        signs.append(f(grads[1 if fn is afd_tput else 0]))
+        assert all(np.isfinite(f(g)) for g in grads)
+        for i, g in enumerate(grads):
+            h = 0.01 * point[i]
+            up = list(point)
+            dn = list(point)
+            up[i] += h
+            dn[i] -= h
+            fd = (f(vg(*up)[0]) - f(vg(*dn)[0])) / (2 * h)
+            assert f(g) == pytest.approx(fd, rel=0.05, abs=1e-3 * abs(f(vg(*point)[0])) / point[i])
+    # Informative: in the memory-bound regime more running requests raise throughput per GPU.
+    assert signs[0] > 0 and signs[1] > 0
+
+
+def test_rate_matched_pd_prefill_queue_follows_the_load(ds3: js.Model, h200: js.Hardware) -> None:
+    """Rate-matched P/D (decode_workers = 0) under Load("rate", λ): the documented pools are one decode
+    instance and W_p = r_d / r_p prefill instances, r_d at the configured decode batch; prompts then
+    queue as M/D/1 with S = 1/r_p per prefill instance and rho = λ·S / W_p = λ / r_d."""
+    cfg = DisaggConfig(EP8, EP8, prefill_batch=1.0, decode_batch=64.0, decode_workers=0.0)
+    t_p = f(step(ds3, h200, EP8, prefill_only(W, 1.0)).total_s)
+    r_p = 8 / t_p
+    r_d = 8 * 64.0 / 1000.0 / f(step(ds3, h200, EP8, decode_only(W, 64.0)).total_s)
+    no_queue = t_p + kv_transfer_by_hand(W, 8, 8)  # 8 + 8 GPUs: NIC
+    ttfts = []
+    for frac in (0.1, 0.5, 0.9):
+        r = est(ds3, h200, cfg, W, LOOSE, Load("rate", frac * r_d))
+        assert f(r.requests_per_s) == approx(frac * r_d)
+        rho, service = frac, 1 / r_p
+        assert f(r.ttft_s) == approx(no_queue + rho * service / (2 * (1 - rho)), rel=1e-4)
+        ttfts.append(f(r.ttft_s))
+    assert ttfts[0] < 1.1 * no_queue and ttfts[0] < ttfts[1] < ttfts[2]
