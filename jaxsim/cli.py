@@ -9,6 +9,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import jax
@@ -338,8 +339,153 @@ def afd_config(m: presets.Model, tp: int, attn_gpus: int | None, ffn_gpus: int |
                      prefill=pre, prefill_batch=prefill_batch, prefill_workers=prefill_workers)
 
 
+@app.command("sweep")
+def sweep_cmd(
+    model: Annotated[str, Opt(help="Model preset, alias or config.json path.")] = "deepseek-v3",
+    system: Annotated[str, Opt(help="GPU system preset or alias.")] = "h200-sxm",
+    workload: Annotated[str | None, Opt(help="Workload preset (default chat unless --isl/--osl are given).")] = None,
+    isl: Annotated[float | None, Opt(help="New input tokens per request.")] = None,
+    osl: Annotated[float | None, Opt(help="Output tokens per request.")] = None,
+    prefix: Annotated[float | None, Opt(help="Cached prefix tokens per request.")] = None,
+    total_gpus: Annotated[int, Opt(help="GPUs in the cluster.")] = 64,
+    ttft: Annotated[float | None, Opt(help="TTFT target, ms.")] = None,
+    tpot: Annotated[float | None, Opt(help="TPOT target, ms.")] = None,
+    modes: Annotated[str, Opt(help="Comma-separated: agg, disagg, afd (= agg+afd and disagg+afd).")] = "agg,disagg,afd",
+    gemm_quant: Annotated[str, Opt(help="Comma-separated GEMM weight precisions to sweep.")] = "fp8",
+    moe_quant: Annotated[str, Opt(help="Comma-separated expert weight precisions to sweep.")] = "fp8",
+    kv_quant: Annotated[str, Opt(help="Comma-separated KV precisions to sweep.")] = "fp8",
+    out: Annotated[Path, Opt(help="Output directory (results, plot, checkpoints).")] = Path("jaxsim-sweep"),
+    csv: Annotated[bool, Opt("--csv", help="Also write results.csv.")] = False,
+    keep: Annotated[str, Opt(help="Rows to keep: pareto (frontier + top per chunk), feasible or all.")] = "pareto",
+    chunk_size: Annotated[int, Opt(help="Configurations per jitted call.")] = 1 << 18,
+    top: Annotated[int, Opt(help="Best configurations shown per architecture.")] = 1,
+    resume: Annotated[Path | None, Opt(help="Continue an interrupted sweep from DIR's checkpoints.")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON object instead of tables.")] = False,
+    stop_after_chunks: Annotated[int | None, Opt(hidden=True)] = None,
+) -> None:
+    """Evaluate every configuration of the default design spaces; SLO filter, Pareto, best per architecture."""
+    with user_errors():
+        if resume is not None:
+            args_file = resume / "args.json"
+            if not args_file.is_file():
+                raise SpecError(f"--resume {resume}: no sweep was started there ({args_file} is missing)")
+            saved = json.loads(args_file.read_text())
+            out = resume
+        else:
+            saved = {"model": model, "system": system, "workload": workload, "isl": isl, "osl": osl, "prefix": prefix,
+                     "total_gpus": total_gpus, "ttft": ttft, "tpot": tpot, "modes": modes, "gemm_quant": gemm_quant,
+                     "moe_quant": moe_quant, "kv_quant": kv_quant, "keep": keep, "chunk_size": chunk_size}
+        run_sweep(saved, out, csv=csv, top=top, as_json=as_json, stop_after_chunks=stop_after_chunks)
+
+
+def run_sweep(a: dict[str, Any], out: Path, *, csv: bool, top: int, as_json: bool,
+              stop_after_chunks: int | None) -> None:
+    """The body of `jaxsim sweep` with its arguments resolved (also what --resume replays)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from jaxsim import sweep as sw
+    from jaxsim.plots import pareto_plot
+
+    m = presets.load_model(a["model"])
+    hw = presets.load_hardware(a["system"])
+    wl = a["workload"] or (None if a["isl"] is not None or a["osl"] is not None else "chat")
+    w, slo = scenario(m, wl, a["isl"], a["osl"], a["prefix"], a["ttft"], a["tpot"])
+    if a["total_gpus"] < 1:
+        raise SpecError(f"--total-gpus must be ≥ 1, got {a['total_gpus']}")
+    if a["keep"] not in sw.KEEP:
+        raise SpecError(f"unknown --keep {a['keep']!r}; known: {', '.join(sw.KEEP)}")
+    if a["chunk_size"] < 1:
+        raise SpecError("--chunk-size must be ≥ 1")
+    modes = [x.strip() for x in a["modes"].split(",") if x.strip()]
+    for mode in modes:
+        if mode not in sw.MODES:
+            raise SpecError(f"unknown mode {mode!r} in --modes; known: {', '.join(sw.MODES)}")
+    quants = [[presets.dtype_bytes(q) for q in a[k].split(",")] for k in ("gemm_quant", "moe_quant", "kv_quant")]
+    spaces = sw.default_spaces(m, hw, int(a["total_gpus"]), modes, *quants)
+    if not spaces:
+        raise SpecError(f"nothing to sweep: {m.name} is dense and --modes asks only for AFD")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "args.json").write_text(json.dumps(a, indent=1))
+    total = sum(s.size for s in spaces)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), disable=as_json, transient=True) as bar:
+        task = bar.add_task("sweeping", total=total)
+        done: dict[str, int] = {}
+
+        def progress(arch: str, n: int, _size: int) -> None:
+            done[arch] = n
+            bar.update(task, completed=sum(done.values()), description=f"sweeping {arch}")
+
+        result = sw.sweep(spaces, m, hw, w, slo, chunk=a["chunk_size"], keep=a["keep"],
+                          checkpoint_dir=out / "checkpoints", progress=progress,
+                          stop_after_chunks=stop_after_chunks)
+    if stop_after_chunks is not None and result.configs_evaluated < total:
+        print(f"stopped after {stop_after_chunks} chunks; continue with: jaxsim sweep --resume {out}",
+              file=sys.stderr)
+        raise typer.Exit(3)
+    table = result.to_arrow()
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, out / "results.parquet")
+    if csv:
+        result.to_pandas().to_csv(out / "results.csv", index=False)
+    title = (f"{m.name} on {int(a['total_gpus'])} × {hw.name}, ISL {float(w.input_tokens):g} / OSL "
+             f"{float(w.output_tokens):g} / prefix {float(w.prefix_tokens):g}, TTFT ≤ {float(slo.ttft_s) * 1e3:g} ms")
+    plot = pareto_plot(result, out / "pareto.png", title, float(slo.tpot_s))
+    best = {}
+    by_space = {s.arch: s for s in spaces}
+    for arch, space in by_space.items():
+        rows = result.best(arch, k=top)
+        entries = []
+        for i in range(len(rows["index"])):
+            row = {k: v[i] for k, v in rows.items()}
+            cfg = sw.row_config(space, row)
+            metrics = metrics_report(jax.jit(estimate)(m, hw, cfg, w, slo))
+            entries.append({"config": {n: float(row[n]) for n in space.names}, **metrics})
+        best[arch] = entries
+    summary = {"configs_evaluated": result.configs_evaluated, "elapsed_s": result.elapsed_s,
+               "compile_s": result.compile_s, "evaluated": result.evaluated, "valid": result.valid,
+               "feasible": result.feasible, "results": str(out / "results.parquet"), "plot": str(plot),
+               "best": {k: (v[0] if v else None) for k, v in best.items()}}
+    if as_json:
+        print_json(summary)
+        return
+    print_best(best, result)
+    print(f"evaluated {result.configs_evaluated:,} configurations in {result.elapsed_s:.1f} s "
+          f"(compile {result.compile_s:.1f} s); {sum(result.feasible.values()):,} meet the SLO")
+    print(f"results: {out / 'results.parquet'}{' and results.csv' if csv else ''}; Pareto plot: {plot}")
+
+
+def print_best(best: dict[str, list[dict[str, Any]]], result: Any) -> None:
+    """The best configurations of each architecture as one table."""
+    from jaxsim.sweep import describe_config
+
+    console = Console(highlight=False, width=max(_out.width, 150))
+    table = Table(title="best SLO-feasible configurations per architecture (by output tokens/s/GPU)",
+                  header_style="bold")
+    for col in ("architecture", "configuration", "tok/s/GPU", "tok/s/user", "TTFT ms", "TPOT ms", "GPUs",
+                "mem GiB"):
+        table.add_column(col, justify="left" if col in ("architecture", "configuration") else "right",
+                         no_wrap=col != "configuration")
+    for arch, entries in best.items():
+        if not entries:
+            table.add_row(arch, f"none of {result.valid[arch]:,} valid configurations meets the SLO", *[""] * 6)
+        for e in entries:
+            table.add_row(arch, describe_config(arch, e["config"]), f"{e['tokens_per_s_per_gpu']:.1f}",
+                          f"{e['tokens_per_s_per_user']:.1f}", f"{e['ttft_ms']:.1f}", f"{e['tpot_ms']:.2f}",
+                          f"{e['gpus']:g}", f"{e['memory_gib_per_gpu']:.1f}")
+    console.print(table)
+
+
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. Compiled programs are cached on disk so repeated runs skip XLA."""
+    cache = Path.home() / ".cache" / "jaxsim" / "xla"
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except OSError:
+        pass
     app()
 
 if __name__ == "__main__":
