@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -375,11 +376,12 @@ def sweep_cmd(
             saved = {"model": model, "system": system, "workload": workload, "isl": isl, "osl": osl, "prefix": prefix,
                      "total_gpus": total_gpus, "ttft": ttft, "tpot": tpot, "modes": modes, "gemm_quant": gemm_quant,
                      "moe_quant": moe_quant, "kv_quant": kv_quant, "keep": keep, "chunk_size": chunk_size}
-        run_sweep(saved, out, csv=csv, top=top, as_json=as_json, stop_after_chunks=stop_after_chunks)
+        run_sweep(saved, out, csv=csv, top=top, as_json=as_json, stop_after_chunks=stop_after_chunks,
+                  resuming=resume is not None)
 
 
 def run_sweep(a: dict[str, Any], out: Path, *, csv: bool, top: int, as_json: bool,
-              stop_after_chunks: int | None) -> None:
+              stop_after_chunks: int | None, resuming: bool = False) -> None:
     """The body of `jaxsim sweep` with its arguments resolved (also what --resume replays)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -417,7 +419,7 @@ def run_sweep(a: dict[str, Any], out: Path, *, csv: bool, top: int, as_json: boo
             bar.update(task, completed=sum(done.values()), description=f"sweeping {arch}")
 
         result = sw.sweep(spaces, m, hw, w, slo, chunk=a["chunk_size"], keep=a["keep"],
-                          checkpoint_dir=out / "checkpoints", progress=progress,
+                          checkpoint_dir=out / "checkpoints", resume=resuming, progress=progress,
                           stop_after_chunks=stop_after_chunks)
     if stop_after_chunks is not None and result.configs_evaluated < total:
         print(f"stopped after {stop_after_chunks} chunks; continue with: jaxsim sweep --resume {out}",
@@ -433,16 +435,10 @@ def run_sweep(a: dict[str, Any], out: Path, *, csv: bool, top: int, as_json: boo
              f"{float(w.output_tokens):g} / prefix {float(w.prefix_tokens):g}, TTFT ≤ {float(slo.ttft_s) * 1e3:g} ms")
     plot = pareto_plot(result, out / "pareto.png", title, float(slo.tpot_s))
     best = {}
-    by_space = {s.arch: s for s in spaces}
-    for arch, space in by_space.items():
-        rows = result.best(arch, k=top)
-        entries = []
-        for i in range(len(rows["index"])):
-            row = {k: v[i] for k, v in rows.items()}
-            cfg = sw.row_config(space, row)
-            metrics = metrics_report(jax.jit(estimate)(m, hw, cfg, w, slo))
-            entries.append({"config": {n: float(row[n]) for n in space.names}, **metrics})
-        best[arch] = entries
+    for space in spaces:
+        rows = result.best(space.arch, k=top)
+        best[space.arch] = [{"config": {n: float(rows[n][i]) for n in space.names},
+                             **metrics_report({k: v[i] for k, v in rows.items()})} for i in range(len(rows["index"]))]
     summary = {"configs_evaluated": result.configs_evaluated, "elapsed_s": result.elapsed_s,
                "compile_s": result.compile_s, "evaluated": result.evaluated, "valid": result.valid,
                "feasible": result.feasible, "results": str(out / "results.parquet"), "plot": str(plot),
@@ -478,8 +474,9 @@ def print_best(best: dict[str, list[dict[str, Any]]], result: Any) -> None:
 
 
 def main() -> None:
-    """Console-script entry point. Compiled programs are cached on disk so repeated runs skip XLA."""
-    cache = Path.home() / ".cache" / "jaxsim" / "xla"
+    """Console-script entry point. Compiled programs are cached on disk (JAXSIM_CACHE_DIR, default
+    ~/.cache/jaxsim/xla) so repeated runs skip most of XLA's compile time."""
+    cache = Path(os.environ.get("JAXSIM_CACHE_DIR", Path.home() / ".cache" / "jaxsim" / "xla"))
     try:
         cache.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(cache))

@@ -32,14 +32,13 @@ from jaxsim.batching import DEFAULT_BLOCK, blocked_vmap
 from jaxsim.serve import AFDConfig, AggConfig, DisaggConfig, Load, Metrics, estimate
 from jaxsim.serve.metrics import REASONS
 from jaxsim.serve.queueing import SATURATION
+from jaxsim.serve.report import FLAT_FIELDS, flatten
 from jaxsim.spec import SLO, Deployment, Hardware, Model, Workload
 
 SWEEP_ARCHITECTURES = ("agg", "disagg", "agg+afd", "disagg+afd")
 KEEP = ("all", "feasible", "pareto")
-METRIC_COLUMNS = ("ttft_s", "tpot_s", "out_tok_per_s_per_gpu", "tok_per_s_per_user", "requests_per_s",
-                  "request_latency_s", "gpus", "prefill_gpus", "decode_gpus", "attention_gpus", "ffn_gpus",
-                  "prefill_memory_bytes", "decode_memory_bytes", "attention_memory_bytes", "ffn_memory_bytes",
-                  "memory_frac", "decode_batch", "mfu", "violation")
+# Every metric of `Metrics`, flattened (feasible and reason are set per row below).
+METRIC_COLUMNS = tuple(f for f in FLAT_FIELDS if f not in ("feasible", "reason"))
 
 # Axes of each architecture and what they mean. Precisions are bytes per element.
 AXES: dict[str, tuple[str, ...]] = {
@@ -172,7 +171,8 @@ def _row(space: DesignSpace, m: Model, hw: Hardware, w: Workload, slo: SLO, load
     r: Metrics = estimate(m, hw, cfg, w, slo, load)
     valid = ok & (r.reason != REASONS.index("invalid_parallelism")) & (idx < space.size)
     out = dict(v)
-    out.update({k: getattr(r, k) for k in METRIC_COLUMNS})
+    flat = flatten(r)
+    out.update({k: flat[k] for k in METRIC_COLUMNS})
     out["feasible"] = r.feasible & valid
     out["reason"] = jnp.where(valid, r.reason, REASONS.index("invalid_parallelism"))
     out["valid"] = valid
@@ -280,10 +280,16 @@ def _merge(parts: Iterable[dict[str, np.ndarray]], names: Sequence[str]) -> dict
 
 
 class _Checkpoints:
-    """Finished chunks of a sweep, one orbax checkpoint each, under `root/<arch>/chunk_<i>`."""
+    """Finished chunks of a sweep as orbax checkpoints under `root/<arch>/chunks_<first>_<last>`.
+
+    Each checkpoint holds the kept rows and counts of the chunks it lists; several chunks are grouped
+    per save so short sweeps do not pay for many small writes.
+    """
 
     def __init__(self, root: Path, spaces: Sequence[DesignSpace], chunk: int, keep: str, top_k: int,
-                 extra: Mapping[str, Any]) -> None:
+                 extra: Mapping[str, Any], resume: bool) -> None:
+        import shutil
+
         import orbax.checkpoint as ocp
 
         self.root = root.resolve()
@@ -291,6 +297,8 @@ class _Checkpoints:
         manifest = {"spaces": [s.signature() for s in spaces], "chunk": chunk, "keep": keep, "top_k": top_k,
                     **extra}
         path = self.root / "manifest.json"
+        if path.exists() and not resume:
+            shutil.rmtree(self.root)
         if path.exists():
             old = json.loads(path.read_text())
             if old != json.loads(json.dumps(manifest)):
@@ -300,41 +308,63 @@ class _Checkpoints:
             self.root.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(manifest, indent=1))
 
-    def _path(self, arch: str, i: int) -> Path:
-        return self.root / arch.replace("+", "_") / f"chunk_{i:07d}"
+    def load(self, arch: str) -> list[tuple[set[int], dict[str, np.ndarray]]]:
+        """(chunk ids, rows with their summed counts under `_stats`) of every finished group."""
+        folder = self.root / arch.replace("+", "_")
+        out = []
+        for path in sorted(folder.glob("chunks_*")) if folder.is_dir() else []:
+            if not path.name.replace("chunks_", "").replace("_", "").isdigit():
+                continue  # an unfinished (temporary) write
+            data = {k: np.asarray(v) for k, v in self.ckpt.restore(path).items()}
+            n, stats, chunks = int(data.pop("n_rows")), data.pop("stats"), data.pop("chunks")
+            rows = {k: v[:n] for k, v in data.items()}
+            rows["arch"] = np.full(n, arch, dtype=object)
+            rows["_stats"] = stats
+            out.append(({int(c) for c in chunks}, rows))
+        return out
 
-    def load(self, arch: str, i: int) -> dict[str, np.ndarray] | None:
-        """Rows and stats of a finished chunk, or None."""
-        path = self._path(arch, i)
-        if not path.exists():
-            return None
-        data = {k: np.asarray(v) for k, v in self.ckpt.restore(path).items()}
-        n, stats = int(data.pop("n_rows")), data.pop("stats")
-        rows = {k: v[:n] for k, v in data.items()}
-        rows["arch"] = np.full(n, arch, dtype=object)
-        rows["_stats"] = stats
-        return rows
-
-    def save(self, arch: str, i: int, rows: dict[str, np.ndarray]) -> None:
-        """Save a finished chunk (numeric columns, its stats); the architecture is implied by the path."""
+    def save(self, arch: str, chunks: Sequence[int], rows: dict[str, np.ndarray]) -> None:
+        """Save the kept rows and counts of `chunks` (numeric columns; the architecture is the folder)."""
         n = len(rows["index"])
         # Zero-length arrays do not round-trip everywhere: store at least one (padded) row and the count.
         data = {k: (v if n else np.zeros(1, dtype=v.dtype)) for k, v in rows.items() if k not in ("arch", "_stats")}
         data["n_rows"] = np.asarray(n)
         data["stats"] = rows["_stats"]
-        self.ckpt.save(self._path(arch, i), data)
+        data["chunks"] = np.asarray(sorted(chunks), dtype=np.int64)
+        name = f"chunks_{min(chunks):07d}_{max(chunks):07d}"
+        self.ckpt.save(self.root / arch.replace("+", "_") / name, data)
+
+
+def _concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Rows of one architecture's chunks as one block, counts summed under `_stats`."""
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "_stats"}
+    out["_stats"] = np.sum([p["_stats"] for p in parts], axis=0)
+    return out
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+    """A sharded result column as one NumPy array on this process (gathered across hosts if several)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
 
 
 def sweep(spaces: Sequence[DesignSpace], m: Model, hw: Hardware, w: Workload, slo: SLO, load: Load = SATURATION,
           *, chunk: int = 1 << 18, keep: str = "feasible", top_k: int = 64, checkpoint_dir: str | Path | None = None,
+          resume: bool = True, checkpoint_every_s: float = 10.0,
           progress: Callable[[str, int, int], None] | None = None,
           stop_after_chunks: int | None = None) -> SweepResult:
     """Evaluate every configuration of `spaces` and keep rows per `keep` (see the module docstring).
 
     Args:
         chunk: configurations per jitted call (rounded up to a multiple of the local device count).
-        keep: "all" valid rows, "feasible" rows, or "pareto" (per chunk: Pareto-optimal + top-k feasible).
-        checkpoint_dir: save each finished chunk there (orbax) and skip chunks already saved (resume).
+        keep: "all" valid rows, "feasible" rows, or "pareto" (the Pareto-optimal and the `top_k` best
+            feasible rows of each architecture, re-reduced as chunks arrive so memory stays flat).
+        checkpoint_dir: save finished chunks there (orbax), at most every `checkpoint_every_s` seconds
+            and when stopping early; with `resume`, chunks already saved by the same sweep are skipped
+            (without it, old checkpoints there are removed first).
         progress: called as progress(arch, configurations done, configurations total).
         stop_after_chunks: stop after this many newly evaluated chunks (to test interruption and resume).
     """
@@ -342,49 +372,85 @@ def sweep(spaces: Sequence[DesignSpace], m: Model, hw: Hardware, w: Workload, sl
         raise SweepError(f"keep must be one of {KEEP}, got {keep!r}")
     n_dev = len(jax.devices())
     chunk = max(n_dev, -(-int(chunk) // n_dev) * n_dev)
-    ckpt = _Checkpoints(Path(checkpoint_dir), spaces, chunk, keep, top_k,
-                        {"model": m.name, "hardware": hw.name}) if checkpoint_dir is not None else None
+    ckpt = _Checkpoints(Path(checkpoint_dir), spaces, chunk, keep, top_k, {"model": m.name, "hardware": hw.name,
+                        "workload": [float(w.prefix_tokens), float(w.input_tokens), float(w.output_tokens)],
+                        "slo": [float(slo.ttft_s), float(slo.tpot_s)], "load": [load.kind, float(load.value)]},
+                        resume) if checkpoint_dir is not None else None
     t_start = time.perf_counter()
     compile_s = 0.0
     parts, evaluated, valid, feasible = [], {}, {}, {}
     new_chunks = 0
     sharding = NamedSharding(Mesh(np.array(jax.devices()), ("configs",)), PartitionSpec("configs"))
+    stopped = False
     for space in spaces:
         arch = space.arch
         n_chunks = -(-space.size // chunk)
         run = None
-        evaluated[arch] = valid[arch] = feasible[arch] = 0
+        saved = ckpt.load(arch) if ckpt is not None else []
+        done = set().union(*(ids for ids, _ in saved)) if saved else set()
+        kept = [rows for _, rows in saved]
+        pending: list[dict[str, np.ndarray]] = []
+        pending_ids: list[int] = []
+        finished = len(done)
+        last_save = time.perf_counter()
+
+        def flush(arch: str = arch) -> None:
+            nonlocal last_save, pending, pending_ids
+            if ckpt is not None and pending:
+                ckpt.save(arch, pending_ids, _concat(pending))
+            pending, pending_ids, last_save = [], [], time.perf_counter()
+
         for c in range(n_chunks):
-            rows = ckpt.load(arch, c) if ckpt is not None else None
-            if rows is None:
-                if stop_after_chunks is not None and new_chunks >= stop_after_chunks:
-                    return SweepResult(_merge(parts, _columns(spaces)), evaluated, valid, feasible,
-                                       time.perf_counter() - t_start, compile_s)
-                idx = jax.device_put(np.arange(c * chunk, (c + 1) * chunk, dtype=np.int32), sharding)
-                if run is None:
-                    t0 = time.perf_counter()
-                    run = make_evaluator(space, m, hw, w, slo, load)
-                    run = run.lower(idx).compile()
-                    compile_s += time.perf_counter() - t0
-                cols = {k: np.asarray(v) for k, v in run(idx).items()}
-                stats = np.array([np.sum(cols["index"] < space.size), np.sum(cols["valid"]),
-                                  np.sum(cols["feasible"])])
-                rows = _reduce(cols, keep, top_k)
-                rows["arch"] = np.full(len(rows["index"]), arch, dtype=object)
-                rows["_stats"] = stats
-                new_chunks += 1
-                if ckpt is not None:
-                    ckpt.save(arch, c, rows)
+            if c in done:
+                continue
+            if stop_after_chunks is not None and new_chunks >= stop_after_chunks:
+                stopped = True
+                break
+            host_idx = np.arange(c * chunk, (c + 1) * chunk, dtype=np.int32)
+            # Built per addressable shard, so the same code makes a global array across hosts.
+            idx = jax.make_array_from_callback(host_idx.shape, sharding, lambda ix, h=host_idx: h[ix])
+            if run is None:
+                t0 = time.perf_counter()
+                run = make_evaluator(space, m, hw, w, slo, load).lower(idx).compile()
+                compile_s += time.perf_counter() - t0
+            cols = {k: _to_host(v) for k, v in run(idx).items()}
+            rows = _reduce(cols, keep, top_k)
+            rows["arch"] = np.full(len(rows["index"]), arch, dtype=object)
+            rows["_stats"] = np.array([np.sum(cols["index"] < space.size), np.sum(cols["valid"]),
+                                       np.sum(cols["feasible"])])
+            new_chunks += 1
+            finished += 1
+            kept.append(rows)
+            pending.append(rows)
+            pending_ids.append(c)
+            if keep == "pareto" and len(kept) > 1:  # keep memory flat: one reduced block per architecture
+                merged = _concat(kept)
+                stats = merged.pop("_stats")
+                kept = [{**_reduce({**merged, "valid": merged["valid"].astype(bool)}, keep, top_k), "_stats": stats}]
+            if time.perf_counter() - last_save >= checkpoint_every_s:
+                flush()
+            if progress is not None:
+                progress(arch, min(finished * chunk, space.size), space.size)
+        if stopped:
+            flush()
+        evaluated[arch] = valid[arch] = feasible[arch] = 0
+        for rows in kept:
+            rows = dict(rows)
             stats = rows.pop("_stats")
-            rows["arch"] = np.asarray(rows["arch"]).astype(object)
             evaluated[arch] += int(stats[0])
             valid[arch] += int(stats[1])
             feasible[arch] += int(stats[2])
+            rows["arch"] = np.asarray(rows["arch"]).astype(object)
             parts.append(rows)
-            if progress is not None:
-                progress(arch, min((c + 1) * chunk, space.size), space.size)
-    return SweepResult(_merge(parts, _columns(spaces)), evaluated, valid, feasible, time.perf_counter() - t_start,
-                       compile_s)
+        if progress is not None and not stopped:
+            progress(arch, space.size, space.size)
+        if stopped:
+            break
+    columns = _merge(parts, _columns(spaces))
+    order = np.lexsort((columns["index"], [SWEEP_ARCHITECTURES.index(a) for a in columns["arch"]])) \
+        if len(columns["index"]) else np.zeros(0, dtype=int)
+    return SweepResult({k: v[order] for k, v in columns.items()}, evaluated, valid, feasible,
+                       time.perf_counter() - t_start, compile_s)
 
 
 def _columns(spaces: Sequence[DesignSpace]) -> list[str]:

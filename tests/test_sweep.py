@@ -43,8 +43,9 @@ def test_sweep_equals_loop_over_estimate(ds3: js.Model, h200: js.Hardware, small
         for i in rng.choice(rows, 12, replace=False):
             row = {k: v[i] for k, v in result.columns.items()}
             want = est(ds3, h200, sw.row_config(space, row), CHAT, LOOSE)
-            for col in ("ttft_s", "tpot_s", "out_tok_per_s_per_gpu", "memory_frac", "gpus", "violation"):
-                assert float(row[col]) == pytest.approx(float(getattr(want, col)), rel=2e-5, abs=1e-9), col
+            for col in ("ttft_s", "tpot_s", "out_tok_per_s_per_gpu", "memory_frac", "gpus", "violation", "breakdown_moe_s"):
+                got = want.breakdown.moe_s if col == "breakdown_moe_s" else getattr(want, col)
+                assert float(row[col]) == pytest.approx(float(got), rel=2e-5, abs=1e-9), col
             assert bool(row["feasible"]) == bool(want.feasible)
 
 

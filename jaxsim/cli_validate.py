@@ -1,0 +1,130 @@
+"""`jaxsim validate`: predict measured deployments and report the error (a thin layer over `jaxsim.validate`).
+
+Registered on the main app by `register(app)`; also runnable alone as `python -m jaxsim.cli_validate`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from jaxsim import validate as V
+from jaxsim.cli import print_json, user_errors
+from jaxsim.presets import SpecError
+
+EXTRA = "pip install 'jaxsim-serving[calibrate]'"
+STAT_COLUMNS = (("median_ape", "median |err| %"), ("mean_ape", "mean |err| %"), ("within_10_pct", "≤10 %"),
+                ("within_20_pct", "≤20 %"), ("median_signed_pct", "median err %"))
+
+
+def default_data() -> Path:
+    """`systems/silicon_sample.csv` of the installed aiconfigurator-core, or a SpecError saying how to get it."""
+    pkg = V.find_aiconfigurator()
+    csv = pkg / "systems" / "silicon_sample.csv" if pkg is not None else None
+    if csv is None or not csv.is_file():
+        raise SpecError(f"no measured data: aiconfigurator-core is not installed; install the extra with {EXTRA} "
+                        "or pass --data CSV")
+    return csv
+
+
+def _finite(obj: Any) -> Any:
+    """NaN → None throughout, so the JSON is standard."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return None if isinstance(obj, float) and math.isnan(obj) else obj
+
+
+def _pct(x: Any) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.1f}"
+
+
+def print_errors(table: pd.DataFrame, console: Console) -> None:
+    """The error table: one block of rows per grouping, TTFT and TPOT statistics side by side."""
+    t = Table(title="absolute % error of predicted vs measured TTFT and TPOT (modelled rows)", header_style="bold")
+    t.add_column("group")
+    t.add_column("n", justify="right")
+    for metric in ("TTFT", "TPOT"):
+        for _, label in STAT_COLUMNS:
+            t.add_column(f"{metric} {label}", justify="right")
+    previous = None
+    for row in table.to_dict("records"):
+        if previous is not None and row["grouping"] != previous:
+            t.add_section()
+        previous = row["grouping"]
+        name = row["group"] if row["grouping"] in ("all", "moe") else f"{row['grouping']}: {row['group']}"
+        t.add_row(name, str(row["n"]), *(_pct(row[f"{m}_{k}"]) for m in ("ttft", "tpot") for k, _ in STAT_COLUMNS))
+    console.print(t)
+
+
+def print_counts(counts: dict[str, Any], console: Console) -> None:
+    """Rows read, measurements, modelled, and skipped rows by reason."""
+    t = Table(title="rows", header_style="bold")
+    t.add_column("what")
+    t.add_column("rows", justify="right")
+    t.add_row("read", str(counts["rows"]))
+    t.add_row("distinct measurements", str(counts["distinct_measurements"]))
+    t.add_row("modelled (predicted)", str(counts["modelled"]))
+    t.add_section()
+    for reason, n in counts["skipped_rows_by_reason"].items():
+        t.add_row(f"skipped: {reason}", str(n))
+    console.print(t)
+
+
+def validate_cmd(
+    data: Annotated[Path | None, typer.Option(help="Silicon CSV (default: aiconfigurator-core's "
+                                                   "systems/silicon_sample.csv).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder: predictions.csv, errors.csv, summary.json.")] = Path(
+        "jaxsim-validate"),
+    model_configs: Annotated[Path | None, typer.Option(help="Folder of <org>--<name>_config.json for models "
+                                                            "without a preset (default: bundled beside the data "
+                                                            "or in aiconfigurator-core).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (counts and error table).")] = False,
+) -> None:
+    """Predict every row of AIConfigurator's measured deployments (agg and disagg) and report the error."""
+    with user_errors():
+        path = data if data is not None else default_data()
+        df = V.load_silicon(path)
+        configs = model_configs if model_configs is not None else V.default_model_configs(path)
+        if configs is not None and not configs.is_dir():
+            raise SpecError(f"--model-configs {configs}: not a folder")
+        result = V.validate(df, model_configs=configs)
+        errors = result.errors()
+        counts = result.counts()
+        out.mkdir(parents=True, exist_ok=True)
+        result.write_predictions(out / "predictions.csv")
+        errors.to_csv(out / "errors.csv", index=False)
+        summary = _finite({"data": str(path), "model_configs": str(configs) if configs else None, **counts,
+                           "errors": errors.to_dict("records")})
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if as_json:
+            print_json(summary)
+            return
+        console = Console(highlight=False, width=max(Console().width, 160))
+        print_counts(counts, console)
+        print_errors(errors, console)
+        print(f"wrote {out / 'predictions.csv'}, {out / 'errors.csv'} and {out / 'summary.json'}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `validate` command to the `jaxsim` app."""
+    app.command("validate")(validate_cmd)
+
+
+def main() -> None:
+    """`python -m jaxsim.cli_validate [--data CSV] [--out DIR] [--json]`."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(validate_cmd)
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,606 @@
+"""Validation against measured deployments: AIConfigurator's `systems/silicon_sample.csv` (or any CSV with
+its columns) of real agg and disagg deployments with measured TTFT and TPOT.
+
+Each row becomes the configuration `jaxsim estimate` builds from the same flags (same `Deployment` fields,
+same `check_deployment`, same `estimate`, the CLI's default chunk and SLO) under the row's measured load,
+`Load("concurrency", N)` with N from the free-text `silicon_concurrency=N`. Rows that cannot be modelled
+are skipped with a reason, never bent to fit. The rules, in the order they are applied:
+
+- `no_concurrency`: the free text holds no `silicon_concurrency=N`.
+- `unknown_system`: `load_hardware` knows no preset or alias for the system (e.g. b300_sxm, gb300).
+- `unknown_model` / `unsupported_architecture` / `unreadable_model_config`: the model is resolved by preset
+  alias first, then through `SAMPLE_MODEL_ALIASES` (re-quantised or instruction-tuned checkpoints that share
+  an architecture), then from a bundled HuggingFace `config.json` (`<org>--<name>_config.json`, as
+  aiconfigurator-core ships them) read by `model_from_hf_config`. Configs with linear-attention / SSM
+  layers (Qwen3.5's Gated DeltaNet) are `unsupported_architecture`: the importer would read them as full
+  attention.
+- `bad_lengths`: ISL + OSL beyond the model's context.
+- `unknown_precision`: a quant mode outside `QUANT_BYTES`.
+- `missing_batch_or_workers`: agg without `batch_size`; disagg without both batch sizes and worker counts.
+- `missing_parallelism`, `inconsistent_parallelism` (MoE: tp × attention_dp ≠ moe_tp × moe_ep),
+  `label_conflicts_id` (agg: the row's id names `_tpT_epE` but tp × attention_dp ≠ T GPUs),
+  `tp_ep_product_label` (an instance larger than the scale-up domain that splits experts both ways,
+  MoE-TP > 1 and EP > 1: the sample's pattern of writing TP8/EP8 on 8 GPUs as tp_size = 64,
+  moe_tp = moe_ep = 8), `invalid_parallelism` (`check_deployment` rejects it, e.g. tp = 72 for 128 heads).
+- `duplicate`: the measurement (system, mode, ISL, OSL, concurrency, measured TTFT and TPOT) or the id was
+  already seen with the same resolved configuration; only the first copy is predicted.
+  `conflicting_duplicate`: copies of one measurement resolve to different configurations; all are skipped.
+- `prediction_not_finite`: the model returned a non-finite TTFT or TPOT.
+
+Precision: GEMM and expert weight bytes follow `gemm_quant_mode` / `moe_quant_mode` (`QUANT_BYTES`);
+when both are missing, `precision`, else the checkpoint name (`-FP8` → 1 byte, `-NVFP4` → 0.5, else BF16).
+Weight-only modes (`int4_wo`, W4A16) quantise the routed experts only: GEMM weights stay BF16. KV cache:
+AIConfigurator's quantisation profiles — FP8 for fp8 and nvfp4 deployments, BF16 for bf16, missing
+precision, weight-only int4 and GPT-OSS (its mxfp4 profile).
+
+Agg instances: `batch_size` is per attention-DP rank; where the concurrency is k > 1 times the slots of one
+instance (batch × attention DP) and k is whole, the row is read as k identical instances (workers = k).
+Disagg pools take their batch sizes and worker counts from the row (no rate matching).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import numpy as np
+import pandas as pd
+
+from jaxsim import presets
+from jaxsim.batching import blocked_vmap
+from jaxsim.presets import SpecError
+from jaxsim.serve import AggConfig, DisaggConfig, Load, architecture, estimate
+from jaxsim.serve.estimate import Config
+from jaxsim.spec import SLO, Deployment, Hardware, Model, Workload
+
+# --------------------------------------------------------------------------------------------------
+# The data
+# --------------------------------------------------------------------------------------------------
+
+POOL_COLUMNS = ("batch_size", "num_workers", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+COLUMNS = ("id", "silicon_data_source", "backend", "model_path", "system", "precision", "mode", "isl", "osl",
+           "gemm_quant_mode", "moe_quant_mode", "batch_size", "tp_size", "pp_size", "attention_dp_size",
+           "moe_tp_size", "moe_ep_size", *(f"{p}_{c}" for p in ("prefill", "decode") for c in POOL_COLUMNS),
+           "silicon_ttft_ms", "silicon_tpot_ms")
+PREDICTION_COLUMNS = ("id", "silicon_ttft_ms", "silicon_tpot_ms", "pred_ttft_ms", "pred_tpot_ms", "status")
+_CONCURRENCY = re.compile(r"silicon_concurrency\s*=\s*(\d+(?:\.\d+)?)")
+_ID_LAYOUT = re.compile(r"_tp(\d+)(?:_0)?_ep(?:\d+|none)?")
+
+OK = "ok"
+SKIP_REASONS = {
+    "no_concurrency": "no silicon_concurrency=N in silicon_data_source: the load is unknown",
+    "unknown_system": "no hardware preset for the system",
+    "unknown_model": "no preset and no bundled config.json for the model",
+    "unsupported_architecture": "linear-attention / SSM layers, which the step model does not express",
+    "unreadable_model_config": "the HuggingFace importer rejects the bundled config.json",
+    "bad_lengths": "ISL + OSL not a valid workload for the model",
+    "unknown_precision": "a quant mode without a byte width",
+    "missing_batch_or_workers": "batch sizes or worker counts missing",
+    "missing_parallelism": "a parallelism degree missing",
+    "inconsistent_parallelism": "tp × attention_dp ≠ moe_tp × moe_ep",
+    "label_conflicts_id": "the id's _tpT_epE names another instance size than the columns",
+    "tp_ep_product_label": "TP×EP product written as the TP degree (instance beyond the scale-up domain)",
+    "invalid_parallelism": "check_deployment rejects the layout",
+    "duplicate": "a copy of a measurement already predicted",
+    "conflicting_duplicate": "copies of one measurement with different configurations",
+    "prediction_not_finite": "the model returned a non-finite time",
+}
+
+# Checkpoints of the sample that share the architecture of another name (re-quantised, instruction-tuned,
+# or renamed organisation); their precision comes from the row's quant columns.
+SAMPLE_MODEL_ALIASES = {
+    "nvidia/DeepSeek-R1-NVFP4": "deepseek-ai/DeepSeek-R1",
+    "nvidia/Qwen3-32B-NVFP4": "Qwen/Qwen3-32B",
+    "meta-llama/Llama-3.1-8B-Instruct": "meta-llama/Meta-Llama-3.1-8B",
+    "nvidia/Llama-3.1-8B-Instruct-FP8": "meta-llama/Meta-Llama-3.1-8B",
+    "zhipuai/GLM-5": "zai-org/GLM-5",
+}
+
+QUANT_BYTES = {"bf16": 2.0, "bfloat16": 2.0, "float16": 2.0, "fp16": 2.0, "fp8": 1.0, "fp8_block": 1.0,
+               "fp8_static": 1.0, "fp4": 0.5, "nvfp4": 0.5, "mxfp4": 0.5, "w4afp8": 0.5, "w4a16_mxfp4": 0.5,
+               "int4": 0.5, "int4_wo": 0.5}
+WEIGHT_ONLY = ("int4_wo", "w4a16_mxfp4")
+KV_FP8_PRECISIONS = ("fp8", "fp4")
+BF16_KV_CHECKPOINTS = ("openai/gpt-oss",)  # AIConfigurator's mxfp4 profile keeps the KV cache in BF16
+
+AGG_CHUNK = 8192.0  # `jaxsim estimate --ctx-tokens` default
+DEFAULT_SLO = SLO(ttft_s=2.0, tpot_s=0.05)  # `jaxsim estimate` defaults; they do not change TTFT or TPOT
+MOE_FAMILIES = ("deepseek", "qwen3-moe", "gpt-oss", "kimi")
+GROUPINGS = ("all", "mode", "system", "model", "framework", "family", "moe")
+
+
+def find_aiconfigurator() -> Path | None:
+    """Folder of the installed `aiconfigurator_core` package (found without importing it), or None."""
+    spec = importlib.util.find_spec("aiconfigurator_core")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def default_model_configs(data: Path | None = None) -> Path | None:
+    """The bundled `model_configs/` beside a `systems/silicon_sample.csv`, else the installed package's."""
+    candidates = [data.resolve().parent.parent / "model_configs"] if data is not None else []
+    pkg = find_aiconfigurator()
+    if pkg is not None:
+        candidates.append(pkg / "model_configs")
+    return next((c for c in candidates if c.is_dir()), None)
+
+
+def load_silicon(path: str | Path) -> pd.DataFrame:
+    """Read a silicon CSV, check its columns, and add `concurrency` (NaN where the free text has none)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"--data {path}: no such file; pass a CSV with AIConfigurator's silicon_sample.csv columns")
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"cannot read {path} as CSV: {exc}") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise SpecError(f"{path}: missing column(s) {', '.join(missing)}; expected silicon_sample.csv's columns")
+    text = df["silicon_data_source"].fillna("").astype(str)
+    df["concurrency"] = pd.to_numeric(text.str.extract(_CONCURRENCY, expand=False), errors="coerce")
+    df["id"] = df["id"].astype(str)
+    return df.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# One row → one configuration
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SkipReason:
+    """Why a row is not predicted: a key of `SKIP_REASONS` and a detail for the reader."""
+
+    reason: str
+    detail: str = ""
+
+
+class Scenario(NamedTuple):
+    """Everything `estimate` needs for one row."""
+
+    model: Model
+    hw: Hardware
+    config: Config
+    workload: Workload
+    slo: SLO
+    load: Load
+
+
+def _unsupported_layers(cfg: Mapping[str, Any]) -> str | None:
+    """Layer kinds of a HuggingFace config that the step model cannot express, or None."""
+    text = cfg.get("text_config", cfg)
+    kinds = {str(k) for k in (text.get("layer_types") or [])} - {"full_attention", "sliding_attention", "attention"}
+    if kinds:
+        return f"layer types {', '.join(sorted(kinds))}"
+    if any(k.startswith("linear_num_") for k in text) or "hybrid_override_pattern" in text:
+        return "linear-attention / SSM layers"
+    return None
+
+
+class Catalog:
+    """Resolves the sample's model and system names to specs, memoised for one validation run."""
+
+    def __init__(self, model_configs: str | Path | None = None) -> None:
+        self.model_configs = Path(model_configs) if model_configs is not None else None
+        self._models: dict[str, Model | SkipReason] = {}
+        self._hardware: dict[str, Hardware | SkipReason] = {}
+
+    def hardware(self, system: str) -> Hardware | SkipReason:
+        if system not in self._hardware:
+            try:
+                self._hardware[system] = presets.load_hardware(system)
+            except SpecError as exc:
+                self._hardware[system] = SkipReason("unknown_system", f"{system}: {exc}")
+        return self._hardware[system]
+
+    def model(self, name: str) -> Model | SkipReason:
+        if name not in self._models:
+            self._models[name] = self._resolve_model(name)
+        return self._models[name]
+
+    def _resolve_model(self, name: str) -> Model | SkipReason:
+        for candidate in dict.fromkeys((name, SAMPLE_MODEL_ALIASES.get(name, name))):
+            try:
+                return presets.load_model(candidate)
+            except SpecError as exc:
+                if not str(exc).startswith("unknown"):
+                    return SkipReason("unreadable_model_config", f"{candidate}: {exc}")
+            if self.model_configs is None:
+                continue
+            file = self.model_configs / f"{candidate.replace('/', '--')}_config.json"
+            if not file.is_file():
+                continue
+            try:
+                cfg = json.loads(file.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                return SkipReason("unreadable_model_config", f"{file.name}: {exc}")
+            unsupported = _unsupported_layers(cfg) if isinstance(cfg, Mapping) else None
+            if unsupported:
+                return SkipReason("unsupported_architecture", f"{name}: {unsupported}")
+            try:
+                return presets.model_from_hf_config(cfg, name=name)
+            except SpecError as exc:
+                return SkipReason("unreadable_model_config", f"{file.name}: {exc}")
+        where = f" or in {self.model_configs}" if self.model_configs else " (no model_configs folder given)"
+        return SkipReason("unknown_model", f"{name}: no preset{where}")
+
+
+def _num(value: Any) -> float | None:
+    """A positive finite number from a CSV cell, else None (empty, NaN, 0)."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) and x > 0 else None
+
+
+def _quant(row: Mapping[str, Any]) -> tuple[float, float, float] | SkipReason:
+    """(GEMM weight, expert weight, KV) bytes per element of a row (see the module docstring)."""
+    model = str(row["model_path"])
+    precision = str(row["precision"]).strip().lower() if isinstance(row["precision"], str) else ""
+    modes = [str(row[k]).strip().lower() if isinstance(row[k], str) else "" for k in ("gemm_quant_mode",
+                                                                                      "moe_quant_mode")]
+    if not precision:
+        upper = model.upper()
+        precision = "fp4" if "FP4" in upper else "fp8" if "FP8" in upper else "bf16"
+    for i, mode in enumerate(modes):
+        modes[i] = mode or precision
+    for mode in (*modes, precision):
+        if mode not in QUANT_BYTES:
+            return SkipReason("unknown_precision", f"{mode!r}; known: {', '.join(QUANT_BYTES)}")
+    gemm = 2.0 if modes[0] in WEIGHT_ONLY else QUANT_BYTES[modes[0]]
+    bf16_kv = precision not in KV_FP8_PRECISIONS or any(model.startswith(p) for p in BF16_KV_CHECKPOINTS)
+    return gemm, QUANT_BYTES[modes[1]], 2.0 if bf16_kv else 1.0
+
+
+def _id_gpus(row_id: str) -> int | None:
+    """GPUs per instance named by an id's `_tpT_epE` token (the 2026 exports), or None."""
+    found = _ID_LAYOUT.search(row_id)
+    return int(found.group(1)) if found else None
+
+
+def _deployment(row: Mapping[str, Any], prefix: str, m: Model, hw: Hardware,
+                quant: tuple[float, float, float]) -> Deployment | SkipReason:
+    """The `Deployment` of one pool (prefix "" for agg, "prefill_" / "decode_"), built as `jaxsim estimate`
+    builds it from --tp --pp --dp --moe-tp --moe-ep and the quant flags."""
+    tp = _num(row[f"{prefix}tp_size"])
+    if tp is None:
+        return SkipReason("missing_parallelism", f"{prefix}tp_size missing")
+    pp = _num(row[f"{prefix}pp_size"]) or 1.0
+    dp = _num(row[f"{prefix}attention_dp_size"]) or 1.0
+    moe_tp, ep = _num(row[f"{prefix}moe_tp_size"]), _num(row[f"{prefix}moe_ep_size"])
+    gpus = tp * dp
+    label = f"{prefix}tp {tp:g} × dp {dp:g}, moe_tp {moe_tp or 0:g} × moe_ep {ep or 0:g}"
+    if float(m.n_routed_experts) <= 0:  # dense: the MoE columns do not apply
+        moe_tp, ep = gpus, 1.0
+    else:
+        if moe_tp is None and ep is None:
+            moe_tp, ep = 1.0, gpus
+        elif ep is None:
+            ep = max(gpus // moe_tp, 1.0)
+        elif moe_tp is None:
+            moe_tp = max(gpus // ep, 1.0)
+        if moe_tp * ep != gpus:
+            return SkipReason("inconsistent_parallelism", label)
+        if moe_tp > 1 and ep > 1 and gpus > float(hw.scale_up_gpus):
+            return SkipReason("tp_ep_product_label", f"{label} on {float(hw.scale_up_gpus):g}-GPU domains")
+    if not prefix:
+        named = _id_gpus(str(row["id"]))
+        if named is not None and named != gpus:
+            return SkipReason("label_conflicts_id", f"id names {named} GPUs; {label}")
+    gemm, moe, kv = quant
+    d = Deployment(tp=tp, pp=pp, dp=dp, ep=ep, moe_tp=moe_tp, two_batch_overlap=0.0, nextn=0.0, nextn_accept=0.0,
+                   gemm_weight_bytes=gemm, moe_weight_bytes=moe, kv_bytes=kv,
+                   attn_compute_bytes=presets.dtype_bytes("bf16"))
+    try:
+        presets.check_deployment(m, d)
+    except SpecError as exc:
+        return SkipReason("invalid_parallelism", f"{prefix or 'agg '}{exc}")
+    return d
+
+
+def agg_workers(concurrency: float, batch: float, dp: float) -> float:
+    """Instances of an agg row: k when the concurrency is a whole k > 1 times one instance's slots, else 1."""
+    k = concurrency / (batch * dp)
+    return float(round(k)) if k > 1 and abs(k - round(k)) < 1e-9 else 1.0
+
+
+def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None) -> Scenario | SkipReason:
+    """The (model, hw, config, workload, slo, load) `jaxsim estimate` would evaluate for one CSV row, or
+    why the row cannot be modelled. `row` needs the `COLUMNS` and `concurrency` (see `load_silicon`)."""
+    catalog = catalog if catalog is not None else Catalog()
+    conc = _num(row.get("concurrency"))
+    if conc is None:
+        return SkipReason("no_concurrency", str(row["id"]))
+    mode = str(row["mode"]).strip().lower()
+    if mode not in ("agg", "disagg"):
+        return SkipReason("missing_parallelism", f"mode {row['mode']!r} is neither agg nor disagg")
+    hw = catalog.hardware(str(row["system"]))
+    if isinstance(hw, SkipReason):
+        return hw
+    m = catalog.model(str(row["model_path"]))
+    if isinstance(m, SkipReason):
+        return m
+    try:
+        w = presets.make_workload(float(row["isl"]), float(row["osl"]), 0.0, model=m)
+    except (SpecError, TypeError, ValueError) as exc:
+        return SkipReason("bad_lengths", str(exc))
+    quant = _quant(row)
+    if isinstance(quant, SkipReason):
+        return quant
+    cfg: Config
+    if mode == "agg":
+        batch = _num(row["batch_size"])
+        if batch is None:
+            return SkipReason("missing_batch_or_workers", "agg batch_size missing")
+        d = _deployment(row, "", m, hw, quant)
+        if isinstance(d, SkipReason):
+            return d
+        cfg = AggConfig(d, batch=batch, chunk=AGG_CHUNK, workers=agg_workers(conc, batch, float(d.dp)))
+    else:
+        sizes = {k: _num(row[k]) for k in ("prefill_batch_size", "decode_batch_size", "prefill_num_workers",
+                                                   "decode_num_workers")}
+        lacking = [k for k, v in sizes.items() if v is None]
+        if lacking:
+            return SkipReason("missing_batch_or_workers", ", ".join(lacking))
+        pools = [_deployment(row, p, m, hw, quant) for p in ("prefill_", "decode_")]
+        for pool in pools:
+            if isinstance(pool, SkipReason):
+                return pool
+        pre, dec = pools
+        assert isinstance(pre, Deployment) and isinstance(dec, Deployment)
+        cfg = DisaggConfig(pre, dec, prefill_batch=sizes["prefill_batch_size"],
+                           decode_batch=sizes["decode_batch_size"], prefill_workers=sizes["prefill_num_workers"],
+                           decode_workers=sizes["decode_num_workers"])
+    return Scenario(m, hw, cfg, w, DEFAULT_SLO, Load("concurrency", conc))
+
+
+def scenario_key(s: Scenario) -> tuple:
+    """Identity of a resolved configuration (to tell exact duplicates from conflicting ones)."""
+    leaves = tuple(round(float(x), 9) for x in jax.tree.leaves((s.config, s.workload, s.load)))
+    return s.model.name, s.hw.name, architecture(s.config), leaves
+
+
+# --------------------------------------------------------------------------------------------------
+# Predictions
+# --------------------------------------------------------------------------------------------------
+
+
+def _family(model_path: str, m: Model | None) -> str:
+    name = model_path.lower()
+    for key, family in (("deepseek", "deepseek"), ("kimi", "kimi"), ("gpt-oss", "gpt-oss"), ("glm", "glm"),
+                        ("minimax", "minimax")):
+        if key in name:
+            return family
+    moe = m is not None and float(m.n_routed_experts) > 0
+    if "qwen" in name:
+        return "qwen3-moe" if moe else "qwen3-dense"
+    return "other-moe" if moe else "dense"
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    """One pytree whose array leaves hold a leading axis over `trees` (identical structure)."""
+    leaves = [jax.tree.leaves(t) for t in trees]
+    treedef = jax.tree.structure(trees[0])
+    columns = np.asarray([[np.asarray(x) for x in row] for row in leaves], dtype=np.float32)
+    return jax.tree.unflatten(treedef, list(columns.T))
+
+
+def _bucket(n: int) -> int:
+    """Padded batch length (powers of two from 64) so repeated runs reuse compilations."""
+    return max(64, 1 << (n - 1).bit_length())
+
+
+@eqx.filter_jit
+def _estimate_rows(m: Model, hw: Hardware, cfg: Config, w: Workload, slo: SLO, load: Load) -> Any:
+    """`estimate` over rows whose every argument, model and hardware included, carries a leading axis."""
+    return blocked_vmap(lambda *a: estimate(*a))(m, hw, cfg, w, slo, load)
+
+
+def predict(scenarios: Sequence[Scenario]) -> dict[str, np.ndarray]:
+    """Predictions of each scenario: `pred_ttft_ms`, `pred_tpot_ms`, `pred_verdict` (the `REASONS` name),
+    `pred_requests_per_s` (served by the unit) and `pred_decode_batch` (running requests per rank).
+
+    `estimate` is evaluated in stacked batches grouped by what it compiles on (attention kind,
+    architecture); model and hardware are stacked like the configuration, so a whole sample needs a
+    handful of compilations.
+    """
+    from jaxsim.serve.metrics import REASONS
+
+    n = len(scenarios)
+    out = {k: np.full(n, np.nan) for k in ("pred_ttft_ms", "pred_tpot_ms", "pred_requests_per_s",
+                                            "pred_decode_batch")}
+    out["pred_verdict"] = np.full(n, "", dtype=object)
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, s in enumerate(scenarios):
+        groups.setdefault((s.model.attention, architecture(s.config)), []).append(i)
+    for idx in groups.values():
+        padded = idx + [idx[-1]] * (_bucket(len(idx)) - len(idx))
+        models = [dataclasses.replace(scenarios[i].model, name="stacked") for i in padded]
+        hws = [dataclasses.replace(scenarios[i].hw, name="stacked") for i in padded]
+        args = [models, hws] + [[scenarios[i][k] for i in padded] for k in range(2, 6)]
+        r = _estimate_rows(*(_stack(a) for a in args))
+        k = len(idx)
+        for name, value, scale in (("pred_ttft_ms", r.ttft_s, 1e3), ("pred_tpot_ms", r.tpot_s, 1e3),
+                                   ("pred_requests_per_s", r.requests_per_s, 1.0),
+                                   ("pred_decode_batch", r.decode_batch, 1.0)):
+            out[name][idx] = np.asarray(value, dtype=np.float64)[:k] * scale
+        out["pred_verdict"][idx] = [REASONS[int(x)] for x in np.asarray(r.reason)[:k]]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------------
+
+
+def error_stats(measured: Iterable[float], predicted: Iterable[float]) -> dict[str, float]:
+    """Absolute % error |pred − meas| / meas × 100 of paired values: median, mean, share within 10 % and
+    20 % (inclusive, in %), and the median signed % error (> 0: over-prediction)."""
+    meas, pred = np.asarray(list(measured), float), np.asarray(list(predicted), float)
+    if meas.shape != pred.shape:
+        raise ValueError(f"measured and predicted differ in length: {meas.shape} vs {pred.shape}")
+    if meas.size == 0:
+        nan = float("nan")
+        return {"n": 0, "median_ape": nan, "mean_ape": nan, "within_10_pct": nan, "within_20_pct": nan,
+                "median_signed_pct": nan}
+    signed = 100.0 * (pred - meas) / meas
+    ape = np.abs(signed)
+    return {"n": int(meas.size), "median_ape": float(np.median(ape)), "mean_ape": float(np.mean(ape)),
+            "within_10_pct": float(np.mean(ape <= 10.0) * 100.0), "within_20_pct": float(np.mean(ape <= 20.0) * 100.0),
+            "median_signed_pct": float(np.median(signed))}
+
+
+def error_table(rows: pd.DataFrame, groupings: Sequence[str] = GROUPINGS) -> pd.DataFrame:
+    """TTFT and TPOT error statistics of the `ok` rows, overall ("all") and per value of each grouping column.
+
+    `rows` holds silicon_/pred_ ttft_ms and tpot_ms, `status` and the grouping columns; grouping "moe"
+    is the rows whose `family` is one of `MOE_FAMILIES`, "all" every ok row.
+    """
+    ok = rows[rows["status"] == OK]
+    out = []
+    for grouping in groupings:
+        if grouping == "all":
+            parts: list[tuple[str, pd.DataFrame]] = [("all", ok)]
+        elif grouping == "moe":
+            parts = [("MoE (" + ", ".join(MOE_FAMILIES) + ")", ok[ok["family"].isin(MOE_FAMILIES)])]
+        else:
+            parts = [(str(k), g) for k, g in ok.groupby(grouping, sort=True)]
+        for label, g in parts:
+            entry: dict[str, Any] = {"grouping": grouping, "group": label, "n": len(g)}
+            for metric in ("ttft", "tpot"):
+                stats = error_stats(g[f"silicon_{metric}_ms"], g[f"pred_{metric}_ms"])
+                entry.update({f"{metric}_{k}": v for k, v in stats.items() if k != "n"})
+            out.append(entry)
+    return pd.DataFrame(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole sample
+# --------------------------------------------------------------------------------------------------
+
+MEASUREMENT_KEY = ("system", "mode", "isl", "osl", "concurrency", "silicon_ttft_ms", "silicon_tpot_ms")
+
+
+@dataclasses.dataclass
+class ValidationResult:
+    """One row per input row: its identity, group labels, `status` and predictions (NaN when skipped)."""
+
+    rows: pd.DataFrame
+
+    def predictions(self) -> pd.DataFrame:
+        """The `PREDICTION_COLUMNS` of every input row, in input order."""
+        return self.rows.loc[:, list(PREDICTION_COLUMNS)]
+
+    def write_predictions(self, path: str | Path) -> Path:
+        """Write `predictions()` as CSV; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.predictions().to_csv(path, index=False)
+        return path
+
+    def errors(self, groupings: Sequence[str] = GROUPINGS) -> pd.DataFrame:
+        """`error_table` of the predicted rows."""
+        return error_table(self.rows, groupings)
+
+    def counts(self) -> dict[str, Any]:
+        """Rows read, distinct measurements, how many were modelled, and skips by reason (rows and
+        measurements; a measurement's outcome is `ok` if any copy was predicted, else its first row's)."""
+        status = self.rows["status"]
+        by_measurement = self.rows.groupby("measurement", sort=False)["status"].agg(
+            lambda s: OK if (s == OK).any() else s.iloc[0])
+        skipped = status[status != OK].value_counts()
+        return {"rows": len(self.rows), "distinct_measurements": int(by_measurement.size),
+                "exact_copy_rows": int(self.rows["exact_copy"].sum()),
+                "modelled": int((status == OK).sum()),
+                "skipped_rows_by_reason": {str(k): int(v) for k, v in skipped.items()},
+                "unmodelled_measurements_by_reason": {str(k): int(v) for k, v in
+                                                      by_measurement[by_measurement != OK].value_counts().items()},
+                "predicted_verdicts": {str(k): int(v) for k, v in
+                                       self.rows.loc[status == OK, "pred_verdict"].value_counts().items()}}
+
+
+def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: str | Path | None = None
+             ) -> ValidationResult:
+    """Predict every modellable row of a silicon table (from `load_silicon`) and label every other one.
+
+    Args:
+        df: the table, one measurement per row, with `COLUMNS` and `concurrency`.
+        catalog: model / hardware resolver (default: presets plus `model_configs`).
+        model_configs: folder of bundled `<org>--<name>_config.json` files for models without a preset.
+    """
+    catalog = catalog if catalog is not None else Catalog(model_configs)
+    n = len(df)
+    records = df.to_dict("records")
+    parsed = [row_to_scenario(r, catalog) for r in records]
+    status = np.array([p.reason if isinstance(p, SkipReason) else OK for p in parsed], dtype=object)
+    detail = np.array([p.detail if isinstance(p, SkipReason) else "" for p in parsed], dtype=object)
+
+    # Measurements: identical measured values under one load are one measurement, whatever the labels.
+    # A repeated id is a copy of its first row's measurement.
+    measurement = np.array(["|".join(map(str, t)) for t in df.loc[:, list(MEASUREMENT_KEY)].itertuples(index=False)],
+                           dtype=object)
+    first_key: dict[str, str] = {}
+    members: dict[str, list[int]] = {}
+    for i, row_id in enumerate(df["id"]):
+        measurement[i] = first_key.setdefault(row_id, measurement[i])
+        members.setdefault(measurement[i], []).append(i)
+    for idx in members.values():
+        valid = [i for i in idx if status[i] == OK]
+        keys = {i: scenario_key(parsed[i]) for i in valid}  # type: ignore[arg-type]
+        if len(set(keys.values())) > 1:
+            for i in valid:
+                status[i] = "conflicting_duplicate"
+                detail[i] = f"{len(valid)} copies, {len(set(keys.values()))} configurations"
+        else:
+            for i in valid[1:]:
+                status[i] = "duplicate"
+                detail[i] = f"of {records[valid[0]]['id']}"
+
+    todo = [i for i in range(n) if status[i] == OK]
+    pred = {k: np.full(n, np.nan) for k in ("pred_ttft_ms", "pred_tpot_ms", "pred_requests_per_s",
+                                             "pred_decode_batch")}
+    pred["pred_verdict"] = np.full(n, "", dtype=object)
+    if todo:
+        for k, v in predict([parsed[i] for i in todo]).items():  # type: ignore[misc]
+            pred[k][todo] = v
+        bad = [i for i in todo if not (math.isfinite(pred["pred_ttft_ms"][i]) and
+                                       math.isfinite(pred["pred_tpot_ms"][i]))]
+        status[bad] = "prediction_not_finite"
+        for k in ("pred_ttft_ms", "pred_tpot_ms"):
+            pred[k][bad] = np.nan
+
+    models = [p.model if isinstance(p, Scenario) else None for p in parsed]
+    rows = pd.DataFrame({
+        "id": df["id"].to_numpy(),
+        "silicon_ttft_ms": df["silicon_ttft_ms"].to_numpy(float),
+        "silicon_tpot_ms": df["silicon_tpot_ms"].to_numpy(float),
+        "pred_ttft_ms": pred["pred_ttft_ms"],
+        "pred_tpot_ms": pred["pred_tpot_ms"],
+        "status": status,
+        "detail": detail,
+        "mode": df["mode"].astype(str).to_numpy(),
+        "system": df["system"].astype(str).to_numpy(),
+        "model": df["model_path"].astype(str).to_numpy(),
+        "framework": df["backend"].astype(str).to_numpy(),
+        "family": [_family(str(name), m) for name, m in zip(df["model_path"], models, strict=True)],
+        "isl": df["isl"].to_numpy(float),
+        "osl": df["osl"].to_numpy(float),
+        "concurrency": df["concurrency"].to_numpy(float),
+        "pred_verdict": pred["pred_verdict"],
+        "pred_requests_per_s": pred["pred_requests_per_s"],
+        "pred_decode_batch": pred["pred_decode_batch"],
+        "measurement": measurement,
+        "exact_copy": df.drop(columns=["id", "silicon_data_source"]).duplicated().to_numpy(),
+    })
+    return ValidationResult(rows)
