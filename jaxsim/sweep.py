@@ -382,8 +382,11 @@ def sweep(spaces: Sequence[DesignSpace], m: Model, hw: Hardware, w: Workload, sl
     new_chunks = 0
     sharding = NamedSharding(Mesh(np.array(jax.devices()), ("configs",)), PartitionSpec("configs"))
     stopped = False
+    full_chunk = chunk
     for space in spaces:
         arch = space.arch
+        # A space smaller than one chunk is evaluated in one call of its own (rounded up) size.
+        chunk = min(full_chunk, -(-space.size // n_dev) * n_dev)
         n_chunks = -(-space.size // chunk)
         run = None
         saved = ckpt.load(arch) if ckpt is not None else []
