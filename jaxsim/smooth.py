@@ -76,16 +76,18 @@ def overlap(a: ArrayLike, b: ArrayLike, p: ArrayLike) -> Array:
 
 
 def ceil(x: ArrayLike, mode: Mode = HARD) -> Array:
-    """ceil(x) for x ≥ 0; smooth form is x + 1/2 clipped below at x (a continuous upper-biased proxy).
+    """ceil(x) for x ≥ 0; the smooth form replaces each unit jump by 1 − exp(−frac(x) / T).
 
-    The smooth form keeps the slope of 1 so gradients say "more work, more time", and overshoots the
-    hard ceiling by at most 1/2 on average, which rounding/repair removes.
+    Smooth: floor(x) + 1 − exp(−(x − floor(x)) / T), at least 1 for any x > 0 (so a count of chunks is
+    never below one); it equals the hard ceiling at integers and converges to it as T → 0. Its gradient
+    is non-zero only just above each integer, like the staircase it stands for.
     """
     x = jnp.asarray(x)
     if not mode.smooth:
         return jnp.ceil(x)
-    frac_soft = 0.5 * (1.0 - jnp.exp(-x / max(mode.temperature, 1e-6)))
-    return x + frac_soft
+    fl = jnp.floor(x)
+    soft = fl + 1.0 - jnp.exp(-(x - fl) / mode.temperature)
+    return jnp.where(x > 0, jnp.maximum(soft, 1.0), 0.0)
 
 
 def step(x: ArrayLike, mode: Mode = HARD) -> Array:

@@ -218,3 +218,23 @@ def test_context_spread_matters_only_with_windows_or_topk(h200: js.Hardware) -> 
             assert float(spread.kv_bytes) < float(point.kv_bytes)
         else:
             assert float(spread.kv_bytes) == pytest.approx(float(point.kv_bytes), rel=1e-6)
+
+
+def test_smooth_primitives_converge_to_hard() -> None:
+    from jaxsim import smooth
+
+    rng = np.random.default_rng(12)
+    x = np.concatenate([rng.uniform(0, 6, 200), [0.0, 0.001, 0.02, 1.0, 2.0, 3.5]])
+    y = rng.uniform(0, 6, len(x))
+    for t in (0.05, 0.01, 0.001):
+        mode = Mode(smooth=True, temperature=t)
+        c = np.asarray(smooth.ceil(x, mode))
+        assert np.all(c <= np.ceil(x) + 1e-6)  # never above the staircase
+        assert np.all(c[x > 0] >= 1.0)  # a positive count of chunks is at least one
+        mx, mn = np.asarray(smooth.maximum(x, y, mode)), np.asarray(smooth.minimum(x, y, mode))
+        assert np.all(mx >= np.maximum(x, y) - 1e-6) and np.all(mn <= np.minimum(x, y) + 1e-6)
+    fine = Mode(smooth=True, temperature=1e-3)
+    away = np.abs(x - np.round(x)) > 0.05  # the smooth step needs ~T to reach a jump
+    np.testing.assert_allclose(np.asarray(smooth.ceil(x, fine))[away], np.ceil(x)[away], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(smooth.maximum(x, y, fine)), np.maximum(x, y), rtol=0.01)
+    np.testing.assert_allclose(np.asarray(smooth.relu(x - 3, fine)), np.maximum(x - 3, 0), atol=1e-3)
