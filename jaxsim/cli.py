@@ -473,6 +473,15 @@ def print_best(best: dict[str, list[dict[str, Any]]], result: Any) -> None:
     console.print(table)
 
 
+def _register_extensions() -> None:
+    from jaxsim.cli_validate import register
+
+    register(app)
+
+
+_register_extensions()
+
+
 def main() -> None:
     """Console-script entry point. Compiled programs are cached on disk (JAXSIM_CACHE_DIR, default
     ~/.cache/jaxsim/xla) so repeated runs skip most of XLA's compile time."""

@@ -19,9 +19,11 @@ from jaxsim import validate as V
 from jaxsim.cli import print_json, user_errors
 from jaxsim.presets import SpecError
 
+Opt = typer.Option
+
 EXTRA = "pip install 'jaxsim-serving[calibrate]'"
-STAT_COLUMNS = (("median_ape", "median |err| %"), ("mean_ape", "mean |err| %"), ("within_10_pct", "≤10 %"),
-                ("within_20_pct", "≤20 %"), ("median_signed_pct", "median err %"))
+STAT_COLUMNS = (("median_ape", "med |err|%"), ("mean_ape", "mean |err|%"), ("within_10_pct", "≤10%"),
+                ("within_20_pct", "≤20%"), ("median_signed_pct", "med err%"))
 
 
 def default_data() -> Path:
@@ -50,11 +52,11 @@ def _pct(x: Any) -> str:
 def print_errors(table: pd.DataFrame, console: Console) -> None:
     """The error table: one block of rows per grouping, TTFT and TPOT statistics side by side."""
     t = Table(title="absolute % error of predicted vs measured TTFT and TPOT (modelled rows)", header_style="bold")
-    t.add_column("group")
-    t.add_column("n", justify="right")
+    t.add_column("group", no_wrap=True)
+    t.add_column("n", justify="right", no_wrap=True, min_width=4)
     for metric in ("TTFT", "TPOT"):
         for _, label in STAT_COLUMNS:
-            t.add_column(f"{metric} {label}", justify="right")
+            t.add_column(f"{metric}\n{label}", justify="right", no_wrap=True)
     previous = None
     for row in table.to_dict("records"):
         if previous is not None and row["grouping"] != previous:
@@ -80,14 +82,13 @@ def print_counts(counts: dict[str, Any], console: Console) -> None:
 
 
 def validate_cmd(
-    data: Annotated[Path | None, typer.Option(help="Silicon CSV (default: aiconfigurator-core's "
-                                                   "systems/silicon_sample.csv).")] = None,
-    out: Annotated[Path, typer.Option(help="Output folder: predictions.csv, errors.csv, summary.json.")] = Path(
-        "jaxsim-validate"),
-    model_configs: Annotated[Path | None, typer.Option(help="Folder of <org>--<name>_config.json for models "
-                                                            "without a preset (default: bundled beside the data "
-                                                            "or in aiconfigurator-core).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (counts and error table).")] = False,
+    data: Annotated[Path | None, Opt(help="Silicon CSV (default: aiconfigurator-core's systems/silicon_sample.csv).")]
+    = None,
+    out: Annotated[Path, Opt(help="Output folder: predictions.csv, details.csv, errors.csv, summary.json.")]
+    = Path("jaxsim-validate"),
+    model_configs: Annotated[Path | None, Opt(help="Folder of <org>--<name>_config.json for models without a preset "
+                                                   "(default: beside the data, else aiconfigurator-core's).")] = None,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON object (counts and error table).")] = False,
 ) -> None:
     """Predict every row of AIConfigurator's measured deployments (agg and disagg) and report the error."""
     with user_errors():
@@ -101,6 +102,7 @@ def validate_cmd(
         counts = result.counts()
         out.mkdir(parents=True, exist_ok=True)
         result.write_predictions(out / "predictions.csv")
+        result.rows.to_csv(out / "details.csv", index=False)
         errors.to_csv(out / "errors.csv", index=False)
         summary = _finite({"data": str(path), "model_configs": str(configs) if configs else None, **counts,
                            "errors": errors.to_dict("records")})
@@ -108,10 +110,10 @@ def validate_cmd(
         if as_json:
             print_json(summary)
             return
-        console = Console(highlight=False, width=max(Console().width, 160))
+        console = Console(highlight=False, width=max(Console().width, 200))
         print_counts(counts, console)
         print_errors(errors, console)
-        print(f"wrote {out / 'predictions.csv'}, {out / 'errors.csv'} and {out / 'summary.json'}")
+        print(f"wrote predictions.csv, details.csv, errors.csv and summary.json to {out}")
 
 
 def register(app: typer.Typer) -> None:

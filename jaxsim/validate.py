@@ -6,7 +6,7 @@ same `check_deployment`, same `estimate`, the CLI's default chunk and SLO) under
 `Load("concurrency", N)` with N from the free-text `silicon_concurrency=N`. Rows that cannot be modelled
 are skipped with a reason, never bent to fit. The rules, in the order they are applied:
 
-- `no_concurrency`: the free text holds no `silicon_concurrency=N`.
+- `no_concurrency`: the free text holds no `silicon_concurrency=N`; `unknown_mode`: neither agg nor disagg.
 - `unknown_system`: `load_hardware` knows no preset or alias for the system (e.g. b300_sxm, gb300).
 - `unknown_model` / `unsupported_architecture` / `unreadable_model_config`: the model is resolved by preset
   alias first, then through `SAMPLE_MODEL_ALIASES` (re-quantised or instruction-tuned checkpoints that share
@@ -57,7 +57,7 @@ import pandas as pd
 from jaxsim import presets
 from jaxsim.batching import blocked_vmap
 from jaxsim.presets import SpecError
-from jaxsim.serve import AggConfig, DisaggConfig, Load, architecture, estimate
+from jaxsim.serve import REASONS, AggConfig, DisaggConfig, Load, architecture, estimate
 from jaxsim.serve.estimate import Config
 from jaxsim.spec import SLO, Deployment, Hardware, Model, Workload
 
@@ -77,6 +77,7 @@ _ID_LAYOUT = re.compile(r"_tp(\d+)(?:_0)?_ep(?:\d+|none)?")
 OK = "ok"
 SKIP_REASONS = {
     "no_concurrency": "no silicon_concurrency=N in silicon_data_source: the load is unknown",
+    "unknown_mode": "mode is neither agg nor disagg",
     "unknown_system": "no hardware preset for the system",
     "unknown_model": "no preset and no bundled config.json for the model",
     "unsupported_architecture": "linear-attention / SSM layers, which the step model does not express",
@@ -324,7 +325,7 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None) -> S
         return SkipReason("no_concurrency", str(row["id"]))
     mode = str(row["mode"]).strip().lower()
     if mode not in ("agg", "disagg"):
-        return SkipReason("missing_parallelism", f"mode {row['mode']!r} is neither agg nor disagg")
+        return SkipReason("unknown_mode", f"mode {row['mode']!r} is neither agg nor disagg")
     hw = catalog.hardware(str(row["system"]))
     if isinstance(hw, SkipReason):
         return hw
@@ -348,8 +349,8 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None) -> S
             return d
         cfg = AggConfig(d, batch=batch, chunk=AGG_CHUNK, workers=agg_workers(conc, batch, float(d.dp)))
     else:
-        sizes = {k: _num(row[k]) for k in ("prefill_batch_size", "decode_batch_size", "prefill_num_workers",
-                                                   "decode_num_workers")}
+        keys = ("prefill_batch_size", "decode_batch_size", "prefill_num_workers", "decode_num_workers")
+        sizes = {k: _num(row[k]) for k in keys}
         lacking = [k for k, v in sizes.items() if v is None]
         if lacking:
             return SkipReason("missing_batch_or_workers", ", ".join(lacking))
@@ -376,10 +377,12 @@ def scenario_key(s: Scenario) -> tuple:
 # --------------------------------------------------------------------------------------------------
 
 
-def _family(model_path: str, m: Model | None) -> str:
+def model_family(model_path: str, m: Model | None) -> str:
+    """Family of a sample model name: deepseek, kimi, gpt-oss, glm, minimax, llama, qwen3-moe, qwen3-dense,
+    else other-moe / dense."""
     name = model_path.lower()
     for key, family in (("deepseek", "deepseek"), ("kimi", "kimi"), ("gpt-oss", "gpt-oss"), ("glm", "glm"),
-                        ("minimax", "minimax")):
+                        ("minimax", "minimax"), ("llama", "llama")):
         if key in name:
             return family
     moe = m is not None and float(m.n_routed_experts) > 0
@@ -392,7 +395,8 @@ def _stack(trees: Sequence[Any]) -> Any:
     """One pytree whose array leaves hold a leading axis over `trees` (identical structure)."""
     leaves = [jax.tree.leaves(t) for t in trees]
     treedef = jax.tree.structure(trees[0])
-    columns = np.asarray([[np.asarray(x) for x in row] for row in leaves], dtype=np.float32)
+    dtype = jax.dtypes.canonicalize_dtype(np.float64)  # float32 unless x64 is enabled, as the specs
+    columns = np.asarray([[np.asarray(x) for x in row] for row in leaves], dtype=dtype)
     return jax.tree.unflatten(treedef, list(columns.T))
 
 
@@ -415,8 +419,6 @@ def predict(scenarios: Sequence[Scenario]) -> dict[str, np.ndarray]:
     architecture); model and hardware are stacked like the configuration, so a whole sample needs a
     handful of compilations.
     """
-    from jaxsim.serve.metrics import REASONS
-
     n = len(scenarios)
     out = {k: np.full(n, np.nan) for k in ("pred_ttft_ms", "pred_tpot_ms", "pred_requests_per_s",
                                             "pred_decode_batch")}
@@ -514,8 +516,9 @@ class ValidationResult:
         return error_table(self.rows, groupings)
 
     def counts(self) -> dict[str, Any]:
-        """Rows read, distinct measurements, how many were modelled, and skips by reason (rows and
-        measurements; a measurement's outcome is `ok` if any copy was predicted, else its first row's)."""
+        """Rows read, distinct measurements, rows that copy an earlier row in every column but the id and
+        the free text, how many were modelled, and skips by reason (rows and measurements; a measurement's
+        outcome is `ok` if any copy was predicted, else its first row's)."""
         status = self.rows["status"]
         by_measurement = self.rows.groupby("measurement", sort=False)["status"].agg(
             lambda s: OK if (s == OK).any() else s.iloc[0])
@@ -593,7 +596,8 @@ def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: st
         "system": df["system"].astype(str).to_numpy(),
         "model": df["model_path"].astype(str).to_numpy(),
         "framework": df["backend"].astype(str).to_numpy(),
-        "family": [_family(str(name), m) for name, m in zip(df["model_path"], models, strict=True)],
+        "family": [model_family(str(name), m) for name, m in zip(df["model_path"], models, strict=True)],
+        "moe": [m is not None and float(m.n_routed_experts) > 0 for m in models],
         "isl": df["isl"].to_numpy(float),
         "osl": df["osl"].to_numpy(float),
         "concurrency": df["concurrency"].to_numpy(float),

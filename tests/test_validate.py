@@ -1,0 +1,228 @@
+"""`jaxsim validate` on a hand-made sample (tests/data/silicon_tiny.csv, same columns as AIConfigurator's
+silicon_sample.csv): skip reasons, the error statistics, predictions equal to `jaxsim estimate`, the CLI's
+files and its bad input. Needs no aiconfigurator-core."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import jaxsim as js
+import jaxsim.validate as V
+from jaxsim.cli import app as main_app
+from jaxsim.cli_validate import register
+
+DATA = Path(__file__).parent / "data"
+TINY = DATA / "silicon_tiny.csv"
+runner = CliRunner()
+
+# What each hand-made row is for (tests/data/silicon_tiny.csv, in order).
+EXPECTED_STATUS = {
+    "tiny_ds_agg_c256": "ok",
+    "tiny_ds_agg_c256_copy": "duplicate",  # same measurement, labelled DeepSeek-R1: same architecture
+    "tiny_ds_disagg_c64": "ok",
+    "tiny_r1_disagg_no_batch": "missing_batch_or_workers",
+    "tiny_dsr1_h200_trtllm_fp8_agg_cfg181": "tp_ep_product_label",  # TP8/EP8 written as tp_size 64
+    "tiny_qwen3_235b_h200_vllm_fp8_agg_1024x1024_c8_tp2_ep2_7": "label_conflicts_id",  # id: 2 GPUs, columns: 4
+    "tiny_ds_b300": "unknown_system",
+    "tiny_qwen3_agg_c16": "ok",
+    "tiny_no_concurrency": "no_concurrency",
+    "tiny_unknown_model": "unknown_model",
+    "tiny_inconsistent": "inconsistent_parallelism",  # tp 4 × dp 1 ≠ moe_tp 1 × ep 8
+    "tiny_conflict_a": "conflicting_duplicate",
+    "tiny_conflict_b": "conflicting_duplicate",
+    "tiny_qwen3_32b_4_workers": "ok",  # concurrency 64 = 4 × (batch 16 × dp 1): four instances
+}
+
+
+def stderr_of(result: object) -> str:
+    """stderr where click keeps it apart (8.2+), else the mixed output."""
+    try:
+        return result.stderr  # type: ignore[attr-defined]
+    except ValueError:
+        return result.output  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def result() -> V.ValidationResult:
+    return V.validate(V.load_silicon(TINY))
+
+
+@pytest.fixture(scope="module")
+def cli_app() -> typer.Typer:
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+    @app.callback()
+    def _root() -> None:
+        """A group, so `validate` stays a sub-command as on the real app."""
+
+    register(app)
+    return app
+
+
+def test_load_silicon_reads_concurrency() -> None:
+    df = V.load_silicon(TINY)
+    assert len(df) == len(EXPECTED_STATUS)
+    conc = dict(zip(df["id"], df["concurrency"], strict=True))
+    assert conc["tiny_ds_agg_c256"] == 256 and conc["tiny_ds_disagg_c64"] == 64
+    assert np.isnan(conc["tiny_no_concurrency"])
+
+
+def test_statuses_and_skip_counts(result: V.ValidationResult) -> None:
+    assert dict(zip(result.rows["id"], result.rows["status"], strict=True)) == EXPECTED_STATUS
+    assert set(result.rows["status"]) - {"ok"} <= set(V.SKIP_REASONS)
+    counts = result.counts()
+    assert counts["rows"] == 14
+    assert counts["modelled"] == 4
+    assert counts["distinct_measurements"] == 12  # the copy and the conflicting pair are one measurement each
+    assert counts["skipped_rows_by_reason"] == {
+        "conflicting_duplicate": 2, "duplicate": 1, "missing_batch_or_workers": 1, "tp_ep_product_label": 1,
+        "label_conflicts_id": 1, "unknown_system": 1, "no_concurrency": 1, "unknown_model": 1,
+        "inconsistent_parallelism": 1}
+    assert sum(counts["unmodelled_measurements_by_reason"].values()) == 12 - 4
+    ok = result.rows[result.rows["status"] == "ok"]
+    assert ok[["pred_ttft_ms", "pred_tpot_ms"]].gt(0).all().all()
+    assert result.rows.loc[result.rows["status"] != "ok", "pred_ttft_ms"].isna().all()
+
+
+def test_error_stats_hand_computed() -> None:
+    # Errors +5 %, −20 %, +30 %, 0 %: |err| = 5, 20, 30, 0.
+    s = V.error_stats([100.0, 200.0, 10.0, 50.0], [105.0, 160.0, 13.0, 50.0])
+    assert s["n"] == 4
+    assert s["median_ape"] == pytest.approx((5 + 20) / 2)
+    assert s["mean_ape"] == pytest.approx((5 + 20 + 30 + 0) / 4)
+    assert s["within_10_pct"] == pytest.approx(50.0)  # 5 and 0
+    assert s["within_20_pct"] == pytest.approx(75.0)  # 20 counts (inclusive)
+    assert s["median_signed_pct"] == pytest.approx((0 + 5) / 2)  # sorted: −20, 0, 5, 30
+    assert V.error_stats([], [])["n"] == 0
+    with pytest.raises(ValueError):
+        V.error_stats([1.0], [1.0, 2.0])
+
+
+def test_error_table_by_group_hand_computed() -> None:
+    rows = pd.DataFrame({
+        "silicon_ttft_ms": [100.0, 100.0, 100.0, 100.0, 100.0],
+        "pred_ttft_ms": [90.0, 150.0, 100.0, 50.0, np.nan],
+        "silicon_tpot_ms": [10.0, 10.0, 10.0, 10.0, 10.0],
+        "pred_tpot_ms": [11.0, 10.0, 12.5, 10.5, np.nan],
+        "status": ["ok", "ok", "ok", "ok", "unknown_system"],
+        "mode": ["agg", "agg", "disagg", "disagg", "agg"],
+        "family": ["deepseek", "dense", "kimi", "gpt-oss", "deepseek"],
+    })
+    t = V.error_table(rows, ("all", "mode", "moe")).set_index(["grouping", "group"])
+    assert t.loc[("all", "all"), "n"] == 4  # the skipped row is left out
+    assert t.loc[("all", "all"), "ttft_median_ape"] == pytest.approx(30.0)  # |err| 10, 50, 0, 50
+    assert t.loc[("all", "all"), "ttft_mean_ape"] == pytest.approx(27.5)
+    assert t.loc[("all", "all"), "tpot_within_10_pct"] == pytest.approx(75.0)  # 10, 0, 25, 5
+    assert t.loc[("mode", "agg"), "ttft_mean_ape"] == pytest.approx(30.0)  # 10, 50
+    assert t.loc[("mode", "disagg"), "ttft_median_signed_pct"] == pytest.approx(-25.0)  # 0, −50
+    assert t.loc[("mode", "disagg"), "tpot_within_20_pct"] == pytest.approx(50.0)  # 25, 5
+    moe = t.xs("moe", level="grouping").iloc[0]
+    assert moe["n"] == 3 and moe["ttft_mean_ape"] == pytest.approx(20.0)  # deepseek, kimi, gpt-oss: 10, 0, 50
+
+
+def test_validate_statistics_match_its_predictions(result: V.ValidationResult) -> None:
+    ok = result.rows[result.rows["status"] == "ok"]
+    table = result.errors().set_index(["grouping", "group"])
+    ape = np.abs(ok["pred_tpot_ms"] / ok["silicon_tpot_ms"] - 1) * 100
+    assert table.loc[("all", "all"), "tpot_mean_ape"] == pytest.approx(ape.mean())
+    assert table.loc[("all", "all"), "tpot_median_ape"] == pytest.approx(ape.median())
+    agg = ok[ok["mode"] == "agg"]
+    ape_agg = np.abs(agg["pred_ttft_ms"] / agg["silicon_ttft_ms"] - 1) * 100
+    assert table.loc[("mode", "agg"), "n"] == 3
+    assert table.loc[("mode", "agg"), "ttft_within_20_pct"] == pytest.approx((ape_agg <= 20).mean() * 100)
+    assert table.loc[("framework", "sglang"), "n"] == 1
+    assert set(table.loc["system"].index) == {"h200_sxm"}
+
+
+ESTIMATE_FLAGS = {
+    "tiny_ds_agg_c256": ["--model", "deepseek-ai/DeepSeek-V3", "--isl", "1024", "--osl", "1024", "--tp", "1",
+                         "--dp", "8", "--moe-tp", "1", "--moe-ep", "8", "--batch-size", "32", "--concurrency", "256"],
+    "tiny_ds_disagg_c64": ["--mode", "disagg", "--model", "deepseek-ai/DeepSeek-V3", "--isl", "8192", "--osl", "1024",
+                           "--prefill-tp", "1", "--prefill-dp", "8", "--prefill-moe-tp", "1", "--prefill-moe-ep", "8",
+                           "--prefill-batch-size", "1", "--prefill-workers", "2", "--decode-tp", "1", "--decode-dp",
+                           "8", "--decode-moe-tp", "1", "--decode-moe-ep", "8", "--decode-batch-size", "8",
+                           "--decode-workers", "1", "--concurrency", "64"],
+    "tiny_qwen3_32b_4_workers": ["--model", "Qwen/Qwen3-32B", "--isl", "2048", "--osl", "256", "--tp", "2", "--dp",
+                                 "1", "--batch-size", "16", "--workers", "4", "--concurrency", "64",
+                                 "--gemm-quant", "bf16", "--moe-quant", "bf16", "--kv-quant", "bf16"],
+}
+
+
+@pytest.mark.parametrize("row_id", sorted(ESTIMATE_FLAGS))
+def test_predictions_equal_jaxsim_estimate(result: V.ValidationResult, row_id: str) -> None:
+    out = runner.invoke(main_app, ["estimate", "--system", "h200_sxm", *ESTIMATE_FLAGS[row_id], "--json"])
+    assert out.exit_code == 0, out.output
+    est = json.loads(out.stdout)
+    row = result.rows.set_index("id").loc[row_id]
+    assert row["pred_ttft_ms"] == pytest.approx(est["ttft_ms"], rel=1e-4)
+    assert row["pred_tpot_ms"] == pytest.approx(est["tpot_ms"], rel=1e-4)
+
+
+def test_catalog_reads_bundled_configs_and_rejects_hybrids(tmp_path: Path) -> None:
+    shutil.copy(DATA / "llama-3.1-70b.config.json", tmp_path / "acme--Mystery-70B_config.json")
+    hybrid = json.loads((DATA / "qwen3-32b.config.json").read_text())
+    hybrid["layer_types"] = ["linear_attention", "linear_attention", "linear_attention", "full_attention"] * 16
+    (tmp_path / "acme--Hybrid-32B_config.json").write_text(json.dumps(hybrid))
+    (tmp_path / "acme--Broken_config.json").write_text(json.dumps({"hidden_size": 8}))
+    catalog = V.Catalog(tmp_path)
+    m = catalog.model("acme/Mystery-70B")
+    assert isinstance(m, js.Model) and m.name == "acme/Mystery-70B" and float(m.n_layers) == 80
+    assert catalog.model("acme/Hybrid-32B") == V.SkipReason("unsupported_architecture",
+                                                             "acme/Hybrid-32B: layer types linear_attention")
+    assert catalog.model("acme/Broken").reason == "unreadable_model_config"  # type: ignore[union-attr]
+    assert catalog.model("acme/Absent").reason == "unknown_model"  # type: ignore[union-attr]
+    assert isinstance(catalog.model("nvidia/DeepSeek-R1-NVFP4"), js.Model)  # SAMPLE_MODEL_ALIASES → preset
+
+
+def test_quant_and_workers_rules() -> None:
+    base = {"model_path": "deepseek-ai/DeepSeek-R1", "precision": "fp4", "gemm_quant_mode": "nvfp4",
+            "moe_quant_mode": "nvfp4"}
+    assert V._quant(base) == (0.5, 0.5, 1.0)  # nvfp4 profile: FP8 KV
+    assert V._quant({**base, "precision": "int4", "gemm_quant_mode": "int4_wo", "moe_quant_mode": "int4_wo"}) == (
+        2.0, 0.5, 2.0)  # weight-only int4: experts only, BF16 KV
+    assert V._quant({**base, "model_path": "openai/gpt-oss-120b"}) == (0.5, 0.5, 2.0)  # mxfp4 profile: BF16 KV
+    assert V._quant({"model_path": "Qwen/Qwen3-32B", "precision": float("nan"), "gemm_quant_mode": float("nan"),
+                     "moe_quant_mode": float("nan")}) == (2.0, 2.0, 2.0)  # checkpoint dtype
+    assert V._quant({**base, "moe_quant_mode": "int3"}).reason == "unknown_precision"  # type: ignore[union-attr]
+    assert V.agg_workers(256, 32, 8) == 1.0
+    assert V.agg_workers(224, 56, 1) == 4.0
+    assert V.agg_workers(2, 8, 1) == 1.0  # fewer requests than slots: one instance, partly filled
+    assert V.agg_workers(100, 32, 1) == 1.0  # not a whole multiple: queueing, not instances
+
+
+def test_cli_writes_predictions(cli_app: typer.Typer, tmp_path: Path) -> None:
+    out = runner.invoke(cli_app, ["validate", "--data", str(TINY), "--out", str(tmp_path), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["rows"] == 14 and summary["modelled"] == 4
+    pred = pd.read_csv(tmp_path / "predictions.csv")
+    assert list(pred.columns) == ["id", "silicon_ttft_ms", "silicon_tpot_ms", "pred_ttft_ms", "pred_tpot_ms",
+                                  "status"]
+    assert list(pred["id"]) == list(EXPECTED_STATUS) and list(pred["status"]) == list(EXPECTED_STATUS.values())
+    assert json.loads((tmp_path / "summary.json").read_text())["modelled"] == 4
+    assert (tmp_path / "errors.csv").is_file() and len(pd.read_csv(tmp_path / "details.csv")) == 14
+    table = runner.invoke(cli_app, ["validate", "--data", str(TINY), "--out", str(tmp_path / "t")])
+    assert table.exit_code == 0 and "med |err|%" in table.output and "skipped: unknown_system" in table.output
+
+
+def test_cli_bad_data(cli_app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = runner.invoke(cli_app, ["validate", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path)])
+    assert missing.exit_code == 2
+    err = stderr_of(missing).strip()
+    assert len(err.splitlines()) == 1 and "nope.csv" in err and "Traceback" not in missing.output
+    (tmp_path / "bad.csv").write_text("id,isl\nx,1\n")
+    bad = runner.invoke(cli_app, ["validate", "--data", str(tmp_path / "bad.csv"), "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "missing column" in stderr_of(bad)
+    monkeypatch.setattr(V, "find_aiconfigurator", lambda: None)
+    none = runner.invoke(cli_app, ["validate", "--out", str(tmp_path)])
+    assert none.exit_code == 2
+    msg = stderr_of(none).strip()
+    assert len(msg.splitlines()) == 1 and "jaxsim-serving[calibrate]" in msg and "--data" in msg
