@@ -1,0 +1,397 @@
+"""Differentiable allocation search: maximise output tokens/s/GPU under TTFT, TPOT and memory limits.
+
+The allocation variables of each architecture are relaxed to continuous values and parameterised in
+unconstrained, dimensionless coordinates (logs of sizes, logits of shares):
+
+    agg          log batch, log chunk
+    disagg       logit of the prefill share of the GPUs, log prefill batch, log decode batch
+    agg+afd      logit of the attention share nA / (nA + nF), log(M − 1) micro-batches, log batch, log chunk
+
+(optionally any hardware field in log space for co-design). The relaxed model runs in SMOOTH mode.
+The objective is log(tokens/s/GPU) under the constraints g = log(TTFT / target), log(TPOT / target),
+log(memory / capacity) ≤ 0, handled by an augmented Lagrangian: an inner loop of Adam steps on
+−f + Σ ρ/2 · max(0, g + λ/ρ)², then λ ← max(0, λ + ρ·g) and ρ ← 2ρ (capped), a fixed number of
+rounds. Convergence rule: the run reports, per start, the largest constraint value and the change of
+the objective over the last round; a start counts as converged when both are below 1e-3.
+Inner and outer loops are one `lax.scan` each inside one jit; starts and the discrete axes (TP, DP, EP,
+instance sizes) run at once under `vmap`. The best relaxed point of each discrete combination is then
+rounded and repaired: a neighbourhood of legal configurations around it (integer batches near it,
+the two nearest legal chunks, integer worker counts / group sizes) is evaluated with the hard model
+and the best feasible one is reported next to the relaxed one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxsim.serve import AFDConfig, AggConfig, DisaggConfig, Load, Metrics, estimate
+from jaxsim.serve.queueing import SATURATION
+from jaxsim.smooth import HARD, Mode
+from jaxsim.spec import SLO, Hardware, Model, Workload
+
+OPT_ARCHITECTURES = ("agg", "disagg", "agg+afd")
+LEGAL_CHUNKS = (256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0)
+MAX_BATCH = 1024.0
+MAX_PREFILL_BATCH = 16.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Optimiser settings (static)."""
+
+    starts: int = 6
+    rounds: int = 10
+    steps: int = 60
+    learning_rate: float = 0.08
+    rho0: float = 4.0
+    rho_max: float = 1e3
+    temperature: float = 0.02
+    seed: int = 0
+
+
+def _sig(x: jax.Array) -> jax.Array:
+    return jax.nn.sigmoid(x)
+
+
+def relaxed_config(arch: str, theta: jax.Array, base: Any, total_gpus: float) -> Any:
+    """The configuration the unconstrained variables `theta` stand for (continuous, differentiable).
+
+    `base` carries the discrete choices; for disagg and AFD `total_gpus` is the unit being split.
+    """
+    if arch == "agg":
+        return eqx.tree_at(lambda c: (c.batch, c.chunk), base, (jnp.exp(theta[0]), jnp.exp(theta[1])))
+    if arch == "disagg":
+        share = _sig(theta[0])
+        wp = share * total_gpus / base.prefill.gpus
+        wd = (1.0 - share) * total_gpus / base.decode.gpus
+        return eqx.tree_at(lambda c: (c.prefill_workers, c.decode_workers, c.prefill_batch, c.decode_batch), base,
+                           (wp, wd, jnp.exp(theta[1]), jnp.exp(theta[2])))
+    if arch == "agg+afd":
+        n_attn = _sig(theta[0]) * total_gpus
+        d = eqx.tree_at(lambda x: (x.dp, x.ep), base.deploy,
+                        (n_attn / base.deploy.tp, (total_gpus - n_attn) / base.deploy.moe_tp))
+        return eqx.tree_at(lambda c: (c.deploy, c.micro_batches, c.batch, c.chunk), base,
+                           (d, 1.0 + jnp.exp(theta[1]), jnp.exp(theta[2]), jnp.exp(theta[3])))
+    raise ValueError(f"no relaxation for {arch!r}; known: {OPT_ARCHITECTURES}")
+
+
+def initial_theta(arch: str, key: jax.Array, starts: int) -> jax.Array:
+    """Spread starting points (log batch 8–256, log chunk 1k–8k, shares 0.2–0.8, M 1.5–5)."""
+    u = jax.random.uniform(key, (starts, 4))
+    lb = jnp.log(8.0) + u[:, 0] * (jnp.log(256.0) - jnp.log(8.0))
+    lc = jnp.log(1024.0) + u[:, 1] * jnp.log(8.0)
+    share = jnp.log(0.25 / 0.75) + u[:, 2] * 2 * jnp.log(3.0)
+    if arch == "agg":
+        return jnp.stack([lb, lc], axis=1)
+    if arch == "disagg":
+        return jnp.stack([share, jnp.log(1.0 + 3.0 * u[:, 3]), lb], axis=1)
+    return jnp.stack([share, jnp.log(0.5 + 3.5 * u[:, 3]), lb, lc], axis=1)
+
+
+def _constraints(r: Metrics, slo: SLO) -> jax.Array:
+    return jnp.stack([jnp.log(r.ttft_s / slo.ttft_s), jnp.log(r.tpot_s / slo.tpot_s), jnp.log(r.memory_frac)])
+
+
+class Relaxed(eqx.Module):
+    """The relaxed optimum of one start: variables, objective, constraints (≤ 0 is feasible)."""
+
+    theta: jax.Array
+    objective: jax.Array  # tokens/s/GPU of the relaxed (smooth) model
+    constraints: jax.Array  # log(TTFT/target), log(TPOT/target), log(memory/capacity)
+    last_change: jax.Array  # |change of log objective| over the last round
+
+
+class OptState(eqx.Module):
+    """Augmented-Lagrangian state of every (combination, start); what checkpoints hold."""
+
+    theta: jax.Array
+    lam: jax.Array
+    rho: jax.Array
+    adam: Any
+    objective: jax.Array
+    last_change: jax.Array
+    rounds_done: jax.Array
+
+
+@eqx.filter_jit
+def _round(m: Model, hw: Hardware, arch: str, total_gpus: float, w: Workload, slo: SLO, load: Load, s: Settings,
+           bases: Any, state: OptState) -> tuple[OptState, Relaxed]:
+    """One augmented-Lagrangian round for all (combination, start) pairs: `steps` Adam steps in a
+    `lax.scan`, then the multiplier and penalty updates. Compiled once per problem shape; every round
+    (and every later problem of the same shapes) reuses it."""
+    mode = Mode(smooth=True, temperature=s.temperature)
+    opt = optax.adam(s.learning_rate)
+
+    def one(base: Any, st: OptState) -> tuple[OptState, Relaxed]:
+        def metrics(theta: jax.Array) -> Metrics:
+            return estimate(m, hw, relaxed_config(arch, theta, base, total_gpus), w, slo, load, mode)
+
+        def lagrangian(theta: jax.Array) -> jax.Array:
+            r = metrics(theta)
+            g = _constraints(r, slo)
+            penalty = jnp.sum(st.rho / 2 * jnp.maximum(0.0, g + st.lam / st.rho) ** 2 - st.lam**2 / (2 * st.rho))
+            return -jnp.log(r.out_tok_per_s_per_gpu) + penalty
+
+        def step(c: tuple, _: None) -> tuple:
+            th, ad = c
+            gr = jax.grad(lagrangian)(th)
+            gr = jnp.where(jnp.isfinite(gr), gr, 0.0)
+            upd, ad = opt.update(gr, ad)
+            return (jnp.clip(optax.apply_updates(th, upd), -12.0, 12.0), ad), None
+
+        (theta, adam), _ = jax.lax.scan(step, (st.theta, st.adam), None, length=s.steps)
+        r = metrics(theta)
+        g = _constraints(r, slo)
+        obj = jnp.log(r.out_tok_per_s_per_gpu)
+        new = OptState(theta, jnp.maximum(0.0, st.lam + st.rho * g), jnp.minimum(st.rho * 2.0, s.rho_max), adam,
+                       obj, jnp.abs(obj - st.objective), st.rounds_done + 1)
+        return new, Relaxed(theta, r.out_tok_per_s_per_gpu, g, new.last_change)
+
+    return jax.vmap(lambda b, st: jax.vmap(lambda x: one(b, x))(st))(bases, state)
+
+
+def init_state(arch: str, n_combos: int, s: Settings) -> OptState:
+    """Starting points and fresh multipliers for every (combination, start)."""
+    keys = jax.random.split(jax.random.PRNGKey(s.seed), n_combos)
+    theta = jax.vmap(lambda k: initial_theta(arch, k, s.starts))(keys)
+    adam = jax.vmap(jax.vmap(optax.adam(s.learning_rate).init))(theta)
+    shape = theta.shape[:2]
+    return OptState(theta, jnp.zeros((*shape, 3)), jnp.full(shape, s.rho0), adam, jnp.zeros(shape),
+                    jnp.full(shape, jnp.inf), jnp.zeros(shape, jnp.int32))
+
+
+def solve_relaxed(m: Model, hw: Hardware, arch: str, bases: Any, total_gpus: float, w: Workload, slo: SLO,
+                  load: Load = SATURATION, settings: Settings = Settings(), checkpoint_dir: Any = None,
+                  stop_after_rounds: int | None = None) -> Relaxed:
+    """Relaxed optima of every (discrete combination, start): leading axes (combos, starts).
+
+    With `checkpoint_dir`, the optimiser state is saved (orbax) after every round and a later call
+    continues from the last saved round, giving the same trajectory as an uninterrupted run.
+    """
+    n = jax.tree.leaves(bases)[0].shape[0]
+    state = init_state(arch, n, settings)
+    ckpt = None
+    if checkpoint_dir is not None:
+        from pathlib import Path
+
+        import orbax.checkpoint as ocp
+
+        ckpt = ocp.PyTreeCheckpointer()
+        root = Path(checkpoint_dir).resolve() / arch.replace("+", "_")
+        done = sorted(p for p in root.glob("round_*") if p.name.removeprefix("round_").isdigit())
+        if done:
+            state = ckpt.restore(done[-1], item=state)
+    def run(bases: Any, state: OptState) -> tuple[OptState, Relaxed]:
+        return _round(m, hw, arch, float(total_gpus), w, slo, load, settings, bases, state)
+
+    relaxed = None
+    start = int(np.asarray(state.rounds_done).max())
+    for r in range(start, settings.rounds):
+        if stop_after_rounds is not None and r - start >= stop_after_rounds:
+            break
+        state, relaxed = run(bases, state)
+        if ckpt is not None:
+            ckpt.save(root / f"round_{r + 1:04d}", state)
+    if relaxed is None:  # nothing left to run: evaluate the saved state
+        state, relaxed = run(bases, state)
+    return relaxed
+
+
+# --------------------------------------------------------------------------------------------------
+# Rounding and repair
+# --------------------------------------------------------------------------------------------------
+
+
+def _batches(b: float, hi: float) -> list[float]:
+    """Integer batches around a relaxed one: floor/ceil and a multiplicative neighbourhood."""
+    out = {math.floor(b), math.ceil(b)}
+    out |= {round(b * f) for f in (0.85, 0.9, 0.95, 0.97, 0.99, 1.01, 1.03, 1.05, 1.1, 1.2)}
+    return sorted(float(x) for x in out if 1 <= x <= hi)
+
+
+def _chunks(c: float) -> list[float]:
+    """The two legal chunks around a relaxed one."""
+    arr = np.asarray(LEGAL_CHUNKS)
+    i = int(np.clip(np.searchsorted(arr, c), 1, len(arr) - 1))
+    return [float(arr[i - 1]), float(arr[i])]
+
+
+def legal_candidates(arch: str, theta: np.ndarray, base: Any, total_gpus: float, m: Model) -> list[Any]:
+    """Legal configurations near the relaxed point `theta` of one discrete combination (host side)."""
+    if arch == "agg":
+        b, c = math.exp(theta[0]), math.exp(theta[1])
+        return [eqx.tree_at(lambda x: (x.batch, x.chunk), base, (bb, cc))
+                for bb, cc in itertools.product(_batches(b, MAX_BATCH), _chunks(c))]
+    if arch == "disagg":
+        share = 1 / (1 + math.exp(-theta[0]))
+        gp, gd = float(base.prefill.gpus), float(base.decode.gpus)
+        wps = {math.floor(share * total_gpus / gp), math.ceil(share * total_gpus / gp)}
+        out = []
+        for wp in sorted(x for x in wps if x >= 1):
+            wd = math.floor((total_gpus - wp * gp) / gd)
+            for wd_ in {wd, wd - 1}:
+                if wd_ < 1:
+                    continue
+                for pb in _batches(math.exp(theta[1]), MAX_PREFILL_BATCH):
+                    for db in _batches(math.exp(theta[2]), MAX_BATCH):
+                        out.append(eqx.tree_at(lambda x: (x.prefill_workers, x.decode_workers, x.prefill_batch,
+                                                          x.decode_batch), base,
+                                               (float(wp), float(wd_), pb, db)))
+        return out
+    share = 1 / (1 + math.exp(-theta[0]))
+    tp, moe_tp = float(base.deploy.tp), float(base.deploy.moe_tp)
+    experts = float(m.n_routed_experts)
+    out = []
+    for n_attn in {math.floor(share * total_gpus), math.ceil(share * total_gpus)}:
+        n_ffn = total_gpus - n_attn
+        if n_attn < tp or n_attn % tp or n_ffn < moe_tp or n_ffn % moe_tp or experts % (n_ffn / moe_tp):
+            continue
+        d = eqx.tree_at(lambda x: (x.dp, x.ep), base.deploy, (float(n_attn / tp), float(n_ffn / moe_tp)))
+        mb = 1 + math.exp(theta[1])
+        for micro in {max(1, math.floor(mb)), math.ceil(mb)}:
+            for bb in _batches(math.exp(theta[2]), MAX_BATCH):
+                for cc in _chunks(math.exp(theta[3])):
+                    out.append(eqx.tree_at(lambda x: (x.deploy, x.micro_batches, x.batch, x.chunk), base,
+                                           (d, float(micro), bb, cc)))
+    return out
+
+
+def stack(configs: Sequence[Any]) -> Any:
+    """Configurations of one architecture as one pytree with a leading axis."""
+    return jax.tree.map(lambda *x: jnp.stack([jnp.asarray(v, jnp.float32) for v in x]), *configs)
+
+
+@dataclasses.dataclass
+class OptimizeResult:
+    """The relaxed optimum and the best legal configuration of one architecture."""
+
+    arch: str
+    relaxed_config: Any
+    relaxed_tok_per_s_per_gpu: float
+    relaxed_constraints: np.ndarray
+    converged_starts: int
+    total_starts: int
+    legal_config: Any | None  # None when no legal candidate meets the SLO
+    legal_metrics: Metrics | None
+    model_evaluations: int  # smooth forward + backward counted once per step, plus hard evaluations
+
+
+def optimize(m: Model, hw: Hardware, arch: str, bases: Sequence[Any], total_gpus: float, w: Workload, slo: SLO,
+             load: Load = SATURATION, settings: Settings = Settings(), checkpoint_dir: Any = None,
+             stop_after_rounds: int | None = None) -> OptimizeResult:
+    """Optimise the continuous allocation of `arch` for every discrete base configuration, round and
+    repair each combination's best relaxed point, and return the best legal configuration overall."""
+    if arch not in OPT_ARCHITECTURES:
+        raise ValueError(f"no relaxation for {arch!r}; known: {OPT_ARCHITECTURES}")
+    stacked = stack(bases)
+    relaxed = solve_relaxed(m, hw, arch, stacked, total_gpus, w, slo, load, settings, checkpoint_dir,
+                            stop_after_rounds)
+    obj = np.asarray(relaxed.objective)
+    cons = np.asarray(relaxed.constraints)
+    change = np.asarray(relaxed.last_change)
+    viol = cons.max(axis=-1)
+    converged = int(np.sum((viol < 1e-3) & (change < 1e-3)))
+    score = np.where(viol <= 1e-3, obj, -np.inf)  # prefer relaxed points that meet every constraint
+    candidates, owners = [], []
+    for i, base in enumerate(bases):
+        j = int(np.argmax(score[i])) if np.isfinite(score[i]).any() else int(np.argmin(viol[i]))
+        for cand in legal_candidates(arch, np.asarray(relaxed.theta[i, j]), base, total_gpus, m):
+            candidates.append(cand)
+            owners.append((i, j))
+    evals = len(bases) * settings.starts * (settings.rounds * (settings.steps + 1) + 1) + len(candidates)
+    best_i, best_j = np.unravel_index(np.argmax(np.where(np.isfinite(score), score, -1e30 - viol)), score.shape)
+    relaxed_cfg = relaxed_config(arch, relaxed.theta[best_i, best_j], bases[best_i], total_gpus)
+    result = OptimizeResult(arch, relaxed_cfg, float(obj[best_i, best_j]), cons[best_i, best_j], converged,
+                            int(obj.size), None, None, evals)
+    if not candidates:
+        return result
+    hard = jax.jit(jax.vmap(lambda c: estimate(m, hw, c, w, slo, load, HARD)))(stack(candidates))
+    tput = np.where(np.asarray(hard.feasible), np.asarray(hard.out_tok_per_s_per_gpu), -np.inf)
+    k = int(np.argmax(tput))
+    if np.isfinite(tput[k]):
+        result.legal_config = candidates[k]
+        result.legal_metrics = jax.tree.map(lambda x: x[k], hard)
+    return result
+
+
+def sensitivities(m: Model, hw: Hardware, cfg: Any, w: Workload, slo: SLO, load: Load = SATURATION,
+                  mode: Mode = HARD) -> dict[str, dict[str, float]]:
+    """d(output tokens/s/GPU) / d(log field) at a configuration, for every hardware and workload field:
+    the throughput gained per relative (e-fold) increase of each field."""
+
+    def tput(h: Hardware, ww: Workload) -> jax.Array:
+        return estimate(m, h, cfg, ww, slo, load, mode).out_tok_per_s_per_gpu
+
+    g_hw, g_w = jax.jit(jax.grad(tput, argnums=(0, 1)))(hw, w)
+    out: dict[str, dict[str, float]] = {"hardware": {}, "workload": {}}
+    for name in Hardware.__dataclass_fields__:
+        if name in ("name", "eff"):
+            continue
+        out["hardware"][name] = float(getattr(g_hw, name)) * float(getattr(hw, name))
+    for name in ("prefix_tokens", "input_tokens", "output_tokens"):
+        out["workload"][name] = float(getattr(g_w, name)) * float(getattr(w, name))
+    return out
+
+
+def default_bases(m: Model, hw: Hardware, arch: str, total_gpus: int) -> list[Any]:
+    """Discrete combinations the optimiser enumerates: powers of two for TP (≤ the scale-up domain,
+    dividing the heads) and attention DP, EP over every GPU of an instance (MoE-TP 1), FP8 everywhere,
+    MTP on when the model has it."""
+    heads, experts = float(m.n_heads), float(m.n_routed_experts)
+    tps = [t for t in (1, 2, 4, 8) if t <= float(hw.scale_up_gpus) and heads % t == 0 and t <= total_gpus]
+    dps = [d for d in (1, 2, 4, 8, 16, 32, 64) if d <= total_gpus]
+    nextn = 1.0 if float(m.n_mtp_layers) > 0 else 0.0
+    prec = {"gemm_weight_bytes": 1.0, "moe_weight_bytes": 1.0, "kv_bytes": 1.0, "nextn": nextn, "nextn_accept": 0.7}
+    from jaxsim.spec import Deployment
+
+    def dep(tp: int, dp: int) -> Deployment | None:
+        gpus = tp * dp
+        if gpus > total_gpus or (experts and experts % gpus):
+            return None
+        return Deployment(tp=tp, dp=dp, ep=gpus if experts else 1, moe_tp=1 if experts else gpus, **prec)
+
+    deps = [d for d in (dep(t, p) for t in tps for p in dps) if d is not None]
+    if arch == "agg":
+        return [AggConfig(d, batch=32.0, chunk=4096.0, workers=float(total_gpus // int(d.gpus))) for d in deps]
+    if arch == "disagg":
+        small = [d for d in deps if float(d.gpus) <= total_gpus / 2]
+        return [DisaggConfig(p, d, prefill_batch=1.0, decode_batch=32.0, prefill_workers=1.0, decode_workers=1.0)
+                for p in small for d in small if float(p.tp) >= float(d.tp)]
+    if arch == "agg+afd":
+        from jaxsim.spec import Deployment as D
+
+        return [AFDConfig(D(tp=t, dp=1.0, ep=1.0, moe_tp=1.0, **prec), micro_batches=2.0, batch=64.0, chunk=4096.0,
+                          workers=1.0) for t in tps if t <= 2]
+    raise ValueError(f"no relaxation for {arch!r}; known: {OPT_ARCHITECTURES}")
+
+
+def config_dict(arch: str, cfg: Any) -> dict[str, float]:
+    """A configuration as the named values `jaxsim.sweep` uses for the same architecture."""
+
+    def f(x: Any) -> float:
+        return float(np.asarray(x))
+
+    if arch == "agg":
+        d = cfg.deploy
+        return {"tp": f(d.tp), "dp": f(d.dp), "pp": f(d.pp), "moe_tp": f(d.moe_tp), "batch": f(cfg.batch),
+                "chunk": f(cfg.chunk), "workers": f(cfg.workers), "nextn": f(d.nextn), "tbo": f(d.two_batch_overlap)}
+    if arch == "disagg":
+        p, d = cfg.prefill, cfg.decode
+        return {"p_tp": f(p.tp), "p_dp": f(p.dp), "p_moe_tp": f(p.moe_tp), "prefill_batch": f(cfg.prefill_batch),
+                "prefill_workers": f(cfg.prefill_workers), "d_tp": f(d.tp), "d_dp": f(d.dp), "d_pp": f(d.pp),
+                "d_moe_tp": f(d.moe_tp), "decode_batch": f(cfg.decode_batch), "decode_workers": f(cfg.decode_workers),
+                "nextn": f(d.nextn), "tbo": f(d.two_batch_overlap)}
+    d = cfg.deploy
+    return {"attn_tp": f(d.tp), "attn_dp": f(d.dp), "ffn_ep": f(d.ep), "ffn_moe_tp": f(d.moe_tp),
+            "micro_batches": f(cfg.micro_batches), "batch": f(cfg.batch), "chunk": f(cfg.chunk),
+            "workers": f(cfg.workers), "nextn": f(d.nextn)}
