@@ -473,6 +473,108 @@ def print_best(best: dict[str, list[dict[str, Any]]], result: Any) -> None:
     console.print(table)
 
 
+@app.command("optimize")
+def optimize_cmd(
+    model: Annotated[str, Opt(help="Model preset, alias or config.json path.")] = "deepseek-v3",
+    system: Annotated[str, Opt(help="GPU system preset or alias.")] = "h200-sxm",
+    workload: Annotated[str | None, Opt(help="Workload preset (default chat unless --isl/--osl are given).")] = None,
+    isl: Annotated[float | None, Opt(help="New input tokens per request.")] = None,
+    osl: Annotated[float | None, Opt(help="Output tokens per request.")] = None,
+    prefix: Annotated[float | None, Opt(help="Cached prefix tokens per request.")] = None,
+    total_gpus: Annotated[int, Opt(help="GPUs in the cluster.")] = 64,
+    ttft: Annotated[float | None, Opt(help="TTFT target, ms.")] = None,
+    tpot: Annotated[float | None, Opt(help="TPOT target, ms.")] = None,
+    modes: Annotated[str, Opt(help="Comma-separated: agg, disagg, afd (= Agg+AFD).")] = "agg,disagg,afd",
+    starts: Annotated[int, Opt(help="Optimiser starts per discrete combination.")] = 4,
+    rounds: Annotated[int, Opt(help="Augmented-Lagrangian rounds.")] = 8,
+    steps: Annotated[int, Opt(help="Adam steps per round.")] = 40,
+    out: Annotated[Path, Opt(help="Directory for the optimiser checkpoints.")] = Path("jaxsim-optimize"),
+    resume: Annotated[bool, Opt("--resume", help="Continue from the checkpoints in --out.")] = False,
+    as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Gradient-based search of the best SLO-feasible allocation per architecture, plus sensitivities."""
+    import shutil
+
+    from jaxsim import optimize as opt
+    from jaxsim.sweep import describe_config
+
+    with user_errors():
+        m = presets.load_model(model)
+        hw = presets.load_hardware(system)
+        wl = workload or (None if isl is not None or osl is not None else "chat")
+        w, slo = scenario(m, wl, isl, osl, prefix, ttft, tpot)
+        if total_gpus < 1:
+            raise SpecError(f"--total-gpus must be ≥ 1, got {total_gpus}")
+        for label, v in (("starts", starts), ("rounds", rounds), ("steps", steps)):
+            if v < 1:
+                raise SpecError(f"--{label} must be ≥ 1, got {v}")
+        wanted = [x.strip() for x in modes.split(",") if x.strip()]
+        archs = []
+        for mode in wanted:
+            arch = {"agg": "agg", "disagg": "disagg", "afd": "agg+afd", "agg+afd": "agg+afd"}.get(mode)
+            if arch is None:
+                raise SpecError(f"unknown mode {mode!r} in --modes; known: agg, disagg, afd")
+            if arch == "agg+afd" and float(m.n_routed_experts) == 0:
+                continue
+            archs.append(arch)
+        ckpt = out / "checkpoints"
+        if not resume and ckpt.exists():
+            shutil.rmtree(ckpt)
+        settings = opt.Settings(starts=starts, rounds=rounds, steps=steps)
+        best, relaxed, evals = {}, {}, {}
+        overall = None
+        for arch in archs:
+            bases = opt.default_bases(m, hw, arch, total_gpus)
+            if not bases:
+                continue
+            res = opt.optimize(m, hw, arch, bases, total_gpus, w, slo, settings=settings, checkpoint_dir=ckpt)
+            relaxed[arch] = {"tokens_per_s_per_gpu": res.relaxed_tok_per_s_per_gpu,
+                             "log_constraints": [float(x) for x in res.relaxed_constraints],
+                             "converged_starts": res.converged_starts, "starts": res.total_starts}
+            evals[arch] = res.model_evaluations
+            if res.legal_metrics is None:
+                best[arch] = None
+                continue
+            report = metrics_report(res.legal_metrics)
+            report["ttft_slack_ms"] = float(slo.ttft_s) * 1e3 - report["ttft_ms"]
+            report["tpot_slack_ms"] = float(slo.tpot_s) * 1e3 - report["tpot_ms"]
+            best[arch] = {"config": opt.config_dict(arch, res.legal_config), **report}
+            if overall is None or report["tokens_per_s_per_gpu"] > best[overall[0]]["tokens_per_s_per_gpu"]:
+                overall = (arch, res.legal_config)
+        sens = opt.sensitivities(m, hw, overall[1], w, slo) if overall else None
+        summary = {"best": best, "relaxed": relaxed, "model_evaluations": evals,
+                   "sensitivities_at": overall[0] if overall else None, "sensitivities": sens}
+        if as_json:
+            print_json(summary)
+            return
+        console = Console(highlight=False, width=max(_out.width, 150))
+        table = Table(title="best legal configuration per architecture (optimiser, re-evaluated with the hard model)",
+                      header_style="bold")
+        for col in ("architecture", "configuration", "tok/s/GPU", "relaxed", "tok/s/user", "TTFT ms (slack)",
+                    "TPOT ms (slack)", "mem GiB"):
+            table.add_column(col, justify="left" if col in ("architecture", "configuration") else "right")
+        for arch in archs:
+            b = best.get(arch)
+            if b is None:
+                rel = f"{relaxed[arch]['tokens_per_s_per_gpu']:.1f}"
+                table.add_row(arch, "no legal configuration meets the SLO", "", rel, "", "", "", "")
+                continue
+            table.add_row(arch, describe_config(arch, b["config"]), f"{b['tokens_per_s_per_gpu']:.1f}",
+                          f"{relaxed[arch]['tokens_per_s_per_gpu']:.1f}", f"{b['tokens_per_s_per_user']:.1f}",
+                          f"{b['ttft_ms']:.1f} ({b['ttft_slack_ms']:+.1f})",
+                          f"{b['tpot_ms']:.2f} ({b['tpot_slack_ms']:+.2f})", f"{b['memory_gib_per_gpu']:.1f}")
+        console.print(table)
+        if sens:
+            st = Table(title=f"sensitivities at the best {overall[0]} configuration: d(tokens/s/GPU) / d(log field)",
+                       header_style="bold")
+            st.add_column("field")
+            st.add_column("tok/s/GPU per e-fold", justify="right")
+            rows = [(f"{k}", v) for part in sens.values() for k, v in part.items()]
+            for k, v in sorted(rows, key=lambda kv: -abs(kv[1])):
+                st.add_row(k, f"{v:+.2f}")
+            console.print(st)
+
+
 def _register_extensions() -> None:
     from jaxsim.cli_validate import register
 

@@ -103,3 +103,24 @@ def test_sensitivities_signs_and_finite_difference(ds3: js.Model, h200: js.Hardw
 def test_unknown_architecture() -> None:
     with pytest.raises(ValueError, match="no relaxation for 'pd'"):
         op.relaxed_config("pd", jnp.zeros(2), None, 8.0)
+
+
+def test_cli_optimize_json(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from jaxsim.cli import app
+
+    res = CliRunner().invoke(app, ["optimize", "--modes", "agg", "--total-gpus", "8", "--ttft", "200", "--tpot", "30",
+                                   "--starts", "2", "--rounds", "3", "--steps", "10", "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    best = data["best"]["agg"]
+    for key in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu", "tokens_per_s_per_user", "request_latency_ms",
+                "memory_gib_per_gpu", "feasible", "reason", "breakdown_ms", "config", "tpot_slack_ms"):
+        assert key in best
+    assert best["feasible"] and best["tpot_slack_ms"] >= 0 and best["ttft_slack_ms"] >= 0
+    assert data["sensitivities"]["hardware"]["hbm_bytes_per_s"] > 0
+    bad = CliRunner().invoke(app, ["optimize", "--modes", "pd", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "unknown mode 'pd'" in (bad.output + bad.stderr)

@@ -34,7 +34,7 @@ def small_result(ds3: js.Model, h200: js.Hardware) -> tuple[list[sw.DesignSpace]
     return spaces, sw.sweep(spaces, ds3, h200, CHAT, LOOSE, chunk=100, keep="all")
 
 
-def test_sweep_equals_loop_over_estimate(ds3: js.Model, h200: js.Hardware, small_result) -> None:  # noqa: ANN001
+def test_sweep_equals_loop_over_estimate(ds3: js.Model, h200: js.Hardware, small_result) -> None:
     spaces, result = small_result
     est = jax.jit(js.estimate)
     rng = np.random.default_rng(0)
@@ -49,7 +49,7 @@ def test_sweep_equals_loop_over_estimate(ds3: js.Model, h200: js.Hardware, small
             assert bool(row["feasible"]) == bool(want.feasible)
 
 
-def test_every_configuration_counted_and_decoded_once(small_result) -> None:  # noqa: ANN001
+def test_every_configuration_counted_and_decoded_once(small_result) -> None:
     spaces, result = small_result
     for space in spaces:
         assert result.evaluated[space.arch] == space.size
@@ -63,7 +63,7 @@ def test_every_configuration_counted_and_decoded_once(small_result) -> None:  # 
             np.testing.assert_array_equal(result.columns[name][rows], want)
 
 
-def test_masks_exclude_impossible_combinations(small_result) -> None:  # noqa: ANN001
+def test_masks_exclude_impossible_combinations(small_result) -> None:
     _, result = small_result
     c = result.columns
     agg = c["arch"] == "agg"
@@ -105,7 +105,7 @@ def test_pareto_matches_brute_force() -> None:
         assert front == want
 
 
-def test_result_frontier_and_best(small_result) -> None:  # noqa: ANN001
+def test_result_frontier_and_best(small_result) -> None:
     _, result = small_result
     c = result.columns
     for arch in ("agg", "agg+afd"):
@@ -124,7 +124,7 @@ def test_result_frontier_and_best(small_result) -> None:  # noqa: ANN001
     assert len(df) == len(c["index"]) and "out_tok_per_s_per_gpu" in df.columns
 
 
-def test_keep_pareto_and_feasible_agree_with_all(ds3: js.Model, h200: js.Hardware, small_result) -> None:  # noqa: ANN001
+def test_keep_pareto_and_feasible_agree_with_all(ds3: js.Model, h200: js.Hardware, small_result) -> None:
     spaces, full = small_result
     feas = sw.sweep(spaces, ds3, h200, CHAT, LOOSE, chunk=100, keep="feasible")
     par = sw.sweep(spaces, ds3, h200, CHAT, LOOSE, chunk=100, keep="pareto", top_k=4)
@@ -136,7 +136,7 @@ def test_keep_pareto_and_feasible_agree_with_all(ds3: js.Model, h200: js.Hardwar
         assert par.feasible[arch] == full.feasible[arch]
 
 
-def test_resume_equals_uninterrupted(ds3: js.Model, h200: js.Hardware, small_result, tmp_path: Path) -> None:  # noqa: ANN001
+def test_resume_equals_uninterrupted(ds3: js.Model, h200: js.Hardware, small_result, tmp_path: Path) -> None:
     spaces, full = small_result
     part = sw.sweep(spaces, ds3, h200, CHAT, LOOSE, chunk=100, keep="all", checkpoint_dir=tmp_path,
                     stop_after_chunks=3)
@@ -160,7 +160,7 @@ np.savez(OUT, **{k: (v.astype(str) if k == "arch" else v) for k, v in r.columns.
 """
 
 
-def test_four_devices_equal_one(small_result, tmp_path: Path) -> None:  # noqa: ANN001
+def test_four_devices_equal_one(small_result, tmp_path: Path) -> None:
     _, full = small_result
     out = tmp_path / "multi.npz"
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
