@@ -170,6 +170,12 @@ def model_from_hf_config(config: str | Path | Mapping[str, Any], name: str | Non
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "vocab_size"):
         if get(key) is None:
             raise SpecError(f"{where}: missing {key!r}; is this a decoder-only model's config.json?")
+    known_types = {"full_attention", "sliding_attention"}
+    other = sorted({str(t) for t in get("layer_types", default=[]) or []} - known_types)
+    if other or get("linear_num_key_heads") is not None:
+        kinds = ", ".join(other) or "linear attention"
+        raise SpecError(f"{where}: layers of type {kinds} (e.g. Gated DeltaNet / linear attention) are not modelled "
+                        "by jaxsim's step model; only full and sliding-window attention (GQA, MLA, DSA) are")
     layers = int(get("num_hidden_layers"))
     hidden = int(get("hidden_size"))
     heads = int(get("num_attention_heads"))

@@ -172,3 +172,12 @@ def test_workload_errors(ds3: js.Model) -> None:
     with pytest.raises(js.SpecError, match="exceeds deepseek-v3's context"):
         js.make_workload(200_000, 1000, model=ds3)
     assert math.isclose(float(js.make_workload(100, 10, 5, model=ds3).prefix_tokens), 5)
+
+
+def test_importer_rejects_layer_types_it_cannot_model(tmp_path: Path) -> None:
+    cfg = json.loads((DATA / "qwen3-32b.config.json").read_text())
+    cfg["layer_types"] = ["linear_attention", "linear_attention", "linear_attention", "full_attention"] * 16
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(cfg))
+    with pytest.raises(js.SpecError, match="linear_attention .* not modelled"):
+        js.model_from_hf_config(f)
