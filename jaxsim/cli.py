@@ -340,17 +340,39 @@ def afd_config(m: presets.Model, tp: int, attn_gpus: int | None, ffn_gpus: int |
                      prefill=pre, prefill_batch=prefill_batch, prefill_workers=prefill_workers)
 
 
+# Scenario options shared by `sweep` and `optimize`.
+ModelOpt = Annotated[str, Opt(help="Model preset, alias or config.json path.")]
+SystemOpt = Annotated[str, Opt(help="GPU system preset or alias.")]
+WorkloadOpt = Annotated[str | None, Opt(help="Workload preset (default chat unless --isl/--osl are given).")]
+IslOpt = Annotated[float | None, Opt(help="New input tokens per request.")]
+OslOpt = Annotated[float | None, Opt(help="Output tokens per request.")]
+PrefixOpt = Annotated[float | None, Opt(help="Cached prefix tokens per request.")]
+GpusOpt = Annotated[int, Opt(help="GPUs in the cluster.")]
+TtftOpt = Annotated[float | None, Opt(help="TTFT target, ms.")]
+TpotOpt = Annotated[float | None, Opt(help="TPOT target, ms.")]
+
+
+def cluster_scenario(m: presets.Model, workload: str | None, isl: float | None, osl: float | None,
+                     prefix: float | None, ttft: float | None, tpot: float | None,
+                     total_gpus: int) -> tuple[Workload, SLO]:
+    """Workload and SLO of a cluster-wide command (chat unless lengths are given), checked."""
+    wl = workload or (None if isl is not None or osl is not None else "chat")
+    if total_gpus < 1:
+        raise SpecError(f"--total-gpus must be ≥ 1, got {total_gpus}")
+    return scenario(m, wl, isl, osl, prefix, ttft, tpot)
+
+
 @app.command("sweep")
 def sweep_cmd(
-    model: Annotated[str, Opt(help="Model preset, alias or config.json path.")] = "deepseek-v3",
-    system: Annotated[str, Opt(help="GPU system preset or alias.")] = "h200-sxm",
-    workload: Annotated[str | None, Opt(help="Workload preset (default chat unless --isl/--osl are given).")] = None,
-    isl: Annotated[float | None, Opt(help="New input tokens per request.")] = None,
-    osl: Annotated[float | None, Opt(help="Output tokens per request.")] = None,
-    prefix: Annotated[float | None, Opt(help="Cached prefix tokens per request.")] = None,
-    total_gpus: Annotated[int, Opt(help="GPUs in the cluster.")] = 64,
-    ttft: Annotated[float | None, Opt(help="TTFT target, ms.")] = None,
-    tpot: Annotated[float | None, Opt(help="TPOT target, ms.")] = None,
+    model: ModelOpt = "deepseek-v3",
+    system: SystemOpt = "h200-sxm",
+    workload: WorkloadOpt = None,
+    isl: IslOpt = None,
+    osl: OslOpt = None,
+    prefix: PrefixOpt = None,
+    total_gpus: GpusOpt = 64,
+    ttft: TtftOpt = None,
+    tpot: TpotOpt = None,
     modes: Annotated[str, Opt(help="Comma-separated: agg, disagg, afd (= agg+afd and disagg+afd).")] = "agg,disagg,afd",
     gemm_quant: Annotated[str, Opt(help="Comma-separated GEMM weight precisions to sweep.")] = "fp8",
     moe_quant: Annotated[str, Opt(help="Comma-separated expert weight precisions to sweep.")] = "fp8",
@@ -390,10 +412,8 @@ def run_sweep(a: dict[str, Any], out: Path, *, csv: bool, top: int, as_json: boo
 
     m = presets.load_model(a["model"])
     hw = presets.load_hardware(a["system"])
-    wl = a["workload"] or (None if a["isl"] is not None or a["osl"] is not None else "chat")
-    w, slo = scenario(m, wl, a["isl"], a["osl"], a["prefix"], a["ttft"], a["tpot"])
-    if a["total_gpus"] < 1:
-        raise SpecError(f"--total-gpus must be ≥ 1, got {a['total_gpus']}")
+    w, slo = cluster_scenario(m, a["workload"], a["isl"], a["osl"], a["prefix"], a["ttft"], a["tpot"],
+                              a["total_gpus"])
     if a["keep"] not in sw.KEEP:
         raise SpecError(f"unknown --keep {a['keep']!r}; known: {', '.join(sw.KEEP)}")
     if a["chunk_size"] < 1:
@@ -475,15 +495,15 @@ def print_best(best: dict[str, list[dict[str, Any]]], result: Any) -> None:
 
 @app.command("optimize")
 def optimize_cmd(
-    model: Annotated[str, Opt(help="Model preset, alias or config.json path.")] = "deepseek-v3",
-    system: Annotated[str, Opt(help="GPU system preset or alias.")] = "h200-sxm",
-    workload: Annotated[str | None, Opt(help="Workload preset (default chat unless --isl/--osl are given).")] = None,
-    isl: Annotated[float | None, Opt(help="New input tokens per request.")] = None,
-    osl: Annotated[float | None, Opt(help="Output tokens per request.")] = None,
-    prefix: Annotated[float | None, Opt(help="Cached prefix tokens per request.")] = None,
-    total_gpus: Annotated[int, Opt(help="GPUs in the cluster.")] = 64,
-    ttft: Annotated[float | None, Opt(help="TTFT target, ms.")] = None,
-    tpot: Annotated[float | None, Opt(help="TPOT target, ms.")] = None,
+    model: ModelOpt = "deepseek-v3",
+    system: SystemOpt = "h200-sxm",
+    workload: WorkloadOpt = None,
+    isl: IslOpt = None,
+    osl: OslOpt = None,
+    prefix: PrefixOpt = None,
+    total_gpus: GpusOpt = 64,
+    ttft: TtftOpt = None,
+    tpot: TpotOpt = None,
     modes: Annotated[str, Opt(help="Comma-separated: agg, disagg, afd (= Agg+AFD).")] = "agg,disagg,afd",
     starts: Annotated[int, Opt(help="Optimiser starts per discrete combination.")] = 4,
     rounds: Annotated[int, Opt(help="Augmented-Lagrangian rounds.")] = 8,
@@ -501,10 +521,7 @@ def optimize_cmd(
     with user_errors():
         m = presets.load_model(model)
         hw = presets.load_hardware(system)
-        wl = workload or (None if isl is not None or osl is not None else "chat")
-        w, slo = scenario(m, wl, isl, osl, prefix, ttft, tpot)
-        if total_gpus < 1:
-            raise SpecError(f"--total-gpus must be ≥ 1, got {total_gpus}")
+        w, slo = cluster_scenario(m, workload, isl, osl, prefix, ttft, tpot, total_gpus)
         for label, v in (("starts", starts), ("rounds", rounds), ("steps", steps)):
             if v < 1:
                 raise SpecError(f"--{label} must be ≥ 1, got {v}")
