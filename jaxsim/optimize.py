@@ -213,7 +213,9 @@ def solve_relaxed(m: Model, hw: Hardware, arch: str, bases: Any, total_gpus: flo
 
 
 def _batches(b: float, hi: float) -> list[float]:
-    """Integer batches around a relaxed one: floor/ceil and a multiplicative neighbourhood."""
+    """Integer batches around a relaxed one: floor/ceil and a multiplicative neighbourhood. A relaxed
+    batch outside [1, hi] is clamped first, so its neighbourhood stays legal instead of empty."""
+    b = min(max(b, 1.0), hi)
     out = {math.floor(b), math.ceil(b)}
     out |= {round(b * f) for f in (0.85, 0.9, 0.95, 0.97, 0.99, 1.01, 1.03, 1.05, 1.1, 1.2)}
     return sorted(float(x) for x in out if 1 <= x <= hi)
@@ -315,7 +317,9 @@ def optimize(m: Model, hw: Hardware, arch: str, bases: Sequence[Any], total_gpus
                             int(obj.size), None, None, evals)
     if not candidates:
         return result
-    hard = jax.jit(jax.vmap(lambda c: estimate(m, hw, c, w, slo, load, HARD)))(stack(candidates))
+    from jaxsim.serve import estimate_batch
+
+    hard = estimate_batch(m, hw, stack(candidates), w, slo, load)  # compiled once per shape, then cached
     tput = np.where(np.asarray(hard.feasible), np.asarray(hard.out_tok_per_s_per_gpu), -np.inf)
     k = int(np.argmax(tput))
     if np.isfinite(tput[k]):
