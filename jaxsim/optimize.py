@@ -26,6 +26,7 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -34,10 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxsim.serve import AFDConfig, AggConfig, DisaggConfig, Load, Metrics, estimate
+from jaxsim.serve import AFDConfig, AggConfig, DisaggConfig, Load, Metrics, estimate, estimate_batch
 from jaxsim.serve.queueing import SATURATION
 from jaxsim.smooth import HARD, Mode
-from jaxsim.spec import SLO, Hardware, Model, Workload
+from jaxsim.spec import SLO, Deployment, Hardware, Model, Workload
 
 OPT_ARCHITECTURES = ("agg", "disagg", "agg+afd")
 LEGAL_CHUNKS = (256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0)
@@ -182,8 +183,6 @@ def solve_relaxed(m: Model, hw: Hardware, arch: str, bases: Any, total_gpus: flo
     state = init_state(arch, n, settings)
     ckpt = None
     if checkpoint_dir is not None:
-        from pathlib import Path
-
         import orbax.checkpoint as ocp
 
         ckpt = ocp.PyTreeCheckpointer()
@@ -317,8 +316,6 @@ def optimize(m: Model, hw: Hardware, arch: str, bases: Sequence[Any], total_gpus
                             int(obj.size), None, None, evals)
     if not candidates:
         return result
-    from jaxsim.serve import estimate_batch
-
     hard = estimate_batch(m, hw, stack(candidates), w, slo, load)  # compiled once per shape, then cached
     tput = np.where(np.asarray(hard.feasible), np.asarray(hard.out_tok_per_s_per_gpu), -np.inf)
     k = int(np.argmax(tput))
@@ -356,8 +353,6 @@ def default_bases(m: Model, hw: Hardware, arch: str, total_gpus: int) -> list[An
     dps = [d for d in (1, 2, 4, 8, 16, 32, 64) if d <= total_gpus]
     nextn = 1.0 if float(m.n_mtp_layers) > 0 else 0.0
     prec = {"gemm_weight_bytes": 1.0, "moe_weight_bytes": 1.0, "kv_bytes": 1.0, "nextn": nextn, "nextn_accept": 0.7}
-    from jaxsim.spec import Deployment
-
     def dep(tp: int, dp: int) -> Deployment | None:
         gpus = tp * dp
         if gpus > total_gpus or (experts and experts % gpus):
@@ -372,10 +367,8 @@ def default_bases(m: Model, hw: Hardware, arch: str, total_gpus: int) -> list[An
         return [DisaggConfig(p, d, prefill_batch=1.0, decode_batch=32.0, prefill_workers=1.0, decode_workers=1.0)
                 for p in small for d in small if float(p.tp) >= float(d.tp)]
     if arch == "agg+afd":
-        from jaxsim.spec import Deployment as D
-
-        return [AFDConfig(D(tp=t, dp=1.0, ep=1.0, moe_tp=1.0, **prec), micro_batches=2.0, batch=64.0, chunk=4096.0,
-                          workers=1.0) for t in tps if t <= 2]
+        return [AFDConfig(Deployment(tp=t, dp=1.0, ep=1.0, moe_tp=1.0, **prec), micro_batches=2.0, batch=64.0,
+                          chunk=4096.0, workers=1.0) for t in tps if t <= 2]
     raise ValueError(f"no relaxation for {arch!r}; known: {OPT_ARCHITECTURES}")
 
 
