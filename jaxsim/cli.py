@@ -592,10 +592,21 @@ def optimize_cmd(
             console.print(st)
 
 
-def _register_extensions() -> None:
-    from jaxsim.cli_validate import register
+EXTENSIONS = ("jaxsim.cli_validate", "jaxsim.cli_calibrate", "jaxsim.cli_simulate")
 
-    register(app)
+
+def _register_extensions() -> None:
+    """Commands that live in modules of their own register themselves here (`register(app)`)."""
+    import importlib
+
+    for name in EXTENSIONS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # not written yet in this checkout
+                continue
+            raise
+        module.register(app)
 
 
 _register_extensions()
