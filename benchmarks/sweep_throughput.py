@@ -37,7 +37,7 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np, jax, jaxsim as js
 from jaxsim import sweep as sw
-n = int(sys.argv[1])
+n, chunk, block = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 base = {"tp": [1, 2, 4, 8], "dp": [1, 2, 4, 8, 16, 32, 64], "pp": [1], "moe_tp": [1, 2], "chunk": [512, 2048, 8192],
         "gemm_bytes": [1], "moe_bytes": [1], "kv_bytes": [1], "nextn": [0, 1], "tbo": [0, 1]}
 per_batch = int(np.prod([len(v) for v in base.values()]))
@@ -46,11 +46,12 @@ space = sw.DesignSpace("agg", {**base, "batch": list(np.linspace(1, 512, k))}, 6
 m, hw = js.load_model("deepseek-v3"), js.load_hardware("h200-sxm")
 w, slo = js.load_workload("chat"), js.load_slo("chat")
 t = time.perf_counter()
-r = sw.sweep([space], m, hw, w, slo, keep="pareto", chunk=1 << 18)
+r = sw.sweep([space], m, hw, w, slo, keep="pareto", chunk=chunk, block=block)
 total = time.perf_counter() - t
 print(json.dumps({"n": space.size, "compile_s": r.compile_s, "total_s": total,
                   "evals_per_s": space.size / max(total - r.compile_s, 1e-9), "feasible": r.feasible["agg"],
-                  "kept_rows": int(len(r.columns["index"])), "devices": len(jax.devices()),
+                  "kept_rows": int(len(r.columns["index"])), "devices": len(jax.devices()), "chunk": chunk, "block": block,
+                  "platform": jax.devices()[0].platform,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -64,13 +65,13 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, sub
     return time.perf_counter() - t, proc
 
 
-def sizes_part(sizes: list[int], host_devices: int) -> list[dict[str, object]]:
+def sizes_part(sizes: list[int], host_devices: int, chunk: int, block: int) -> list[dict[str, object]]:
     env = dict(os.environ)
     if host_devices > 1:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={host_devices}"
     rows = []
     for n in sizes:
-        wall, proc = timed([sys.executable, "-c", CHILD, str(n)], env)
+        wall, proc = timed([sys.executable, "-c", CHILD, str(n), str(chunk), str(block)], env)
         if proc.returncode != 0:
             raise SystemExit(proc.stderr[-3000:])
         row = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -120,13 +121,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="", help="comma-separated N for part 1")
     ap.add_argument("--host-devices", type=int, default=1)
+    ap.add_argument("--chunk", type=int, default=1 << 18, help="configurations per jitted call")
+    ap.add_argument("--block", type=int, default=8192, help="configurations vmapped at once within a chunk")
     ap.add_argument("--peer", action="store_true", help="run part 2")
     ap.add_argument("--aiconfigurator", default=None, help="path of the aiconfigurator command")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
     rows = []
     if args.sizes:
-        rows += sizes_part([int(float(s)) for s in args.sizes.split(",")], args.host_devices)
+        rows += sizes_part([int(float(s)) for s in args.sizes.split(",")], args.host_devices, args.chunk, args.block)
     if args.peer:
         rows += peer_part(args.aiconfigurator)
     info = machine()

@@ -380,7 +380,8 @@ def sweep_cmd(
     out: Annotated[Path, Opt(help="Output directory (results, plot, checkpoints).")] = Path("jaxsim-sweep"),
     csv: Annotated[bool, Opt("--csv", help="Also write results.csv.")] = False,
     keep: Annotated[str, Opt(help="Rows to keep: pareto (frontier + top per chunk), feasible or all.")] = "pareto",
-    chunk_size: Annotated[int, Opt(help="Configurations per jitted call.")] = 1 << 18,
+    chunk_size: Annotated[int | None, Opt(help="Configurations per jitted call [default: 2^18 on CPUs, 2^22 on "
+                                             "accelerators].")] = None,
     top: Annotated[int, Opt(help="Best configurations shown per architecture.")] = 1,
     resume: Annotated[Path | None, Opt(help="Continue an interrupted sweep from DIR's checkpoints.")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object instead of tables.")] = False,
@@ -416,7 +417,7 @@ def run_sweep(a: dict[str, Any], out: Path, *, csv: bool, top: int, as_json: boo
                               a["total_gpus"])
     if a["keep"] not in sw.KEEP:
         raise SpecError(f"unknown --keep {a['keep']!r}; known: {', '.join(sw.KEEP)}")
-    if a["chunk_size"] < 1:
+    if a["chunk_size"] is not None and a["chunk_size"] < 1:
         raise SpecError("--chunk-size must be ≥ 1")
     modes = [x.strip() for x in a["modes"].split(",") if x.strip()]
     for mode in modes:

@@ -181,10 +181,20 @@ def _row(space: DesignSpace, m: Model, hw: Hardware, w: Workload, slo: SLO, load
 
 
 def make_evaluator(space: DesignSpace, m: Model, hw: Hardware, w: Workload, slo: SLO, load: Load = SATURATION,
-                   block: int = DEFAULT_BLOCK) -> Callable[[jax.Array], dict[str, jax.Array]]:
-    """A jitted function: configuration indices (sharded over all local devices) → columns."""
+                   block: int = DEFAULT_BLOCK, select: tuple[int, int] | None = None
+                   ) -> Callable[[jax.Array], dict[str, jax.Array]]:
+    """A jitted function: configuration indices (sharded over all local devices) → columns.
+
+    With `select = (top_k, cap)` each device returns only the rows of its shard that `keep="pareto"`
+    keeps (the feasible Pareto frontier plus the `top_k` feasible rows of highest tokens/s/GPU), compacted
+    into `cap` slots, plus `_n_sel` (how many slots are used; more than `cap` means the selection
+    overflowed and the chunk must be fetched whole) and `_stats` (configurations in range, valid,
+    feasible). The rows that leave the device then no longer scale with the chunk, which is what lets an
+    accelerator sweep at its own speed instead of the host link's.
+    """
     def per_device(idx: jax.Array) -> dict[str, jax.Array]:
-        return blocked_vmap(lambda i: _row(space, m, hw, w, slo, load, i), block)(idx)
+        cols = blocked_vmap(lambda i: _row(space, m, hw, w, slo, load, i), block)(idx)
+        return cols if select is None else _select_on_device(cols, idx < space.size, *select)
 
     devices = jax.devices()
     if len(devices) == 1:
@@ -194,18 +204,39 @@ def make_evaluator(space: DesignSpace, m: Model, hw: Hardware, w: Workload, slo:
                                  out_specs=PartitionSpec("configs")))
 
 
+def _select_on_device(cols: dict[str, jax.Array], in_range: jax.Array, top_k: int,
+                      cap: int) -> dict[str, jax.Array]:
+    """The Pareto + top-k feasible rows of one shard, compacted in index order (see `make_evaluator`).
+
+    Same rule as `pareto_mask`: sorted by user rate then GPU rate, both descending, a row is on the
+    frontier when its GPU rate beats every row before it (the first of equal rows wins).
+    """
+    feas = cols["feasible"]
+    x = jnp.where(feas, cols["tok_per_s_per_user"], -jnp.inf)
+    y = jnp.where(feas, cols["out_tok_per_s_per_gpu"], -jnp.inf)
+    order = jnp.lexsort((-y, -x))
+    ys = y[order]
+    before = jnp.concatenate([jnp.full((1,), -jnp.inf, ys.dtype), jax.lax.cummax(ys)[:-1]])
+    sel = jnp.zeros_like(feas).at[order].set(ys > before)
+    _, top = jax.lax.top_k(y, min(top_k, y.shape[0]))
+    sel = sel.at[top].set(True) & feas
+    pos = jnp.nonzero(sel, size=cap, fill_value=0)[0]
+    out = {k: v[pos] for k, v in cols.items()}
+    out["_n_sel"] = jnp.sum(sel, dtype=jnp.int32)[None]
+    out["_stats"] = jnp.stack([jnp.sum(in_range), jnp.sum(cols["valid"]), jnp.sum(feas)]).astype(jnp.int32)[None]
+    return out
+
+
 def pareto_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Points not dominated when both x and y are maximised (ties: the first of equal points is kept)."""
-    n = len(x)
-    keep = np.zeros(n, dtype=bool)
-    if n == 0:
+    x, y = np.asarray(x), np.asarray(y)
+    keep = np.zeros(len(x), dtype=bool)
+    if len(x) == 0:
         return keep
-    order = np.lexsort((-y, -x))  # by x descending, then y descending
-    best_y = -np.inf
-    for i in order:
-        if y[i] > best_y:
-            keep[i] = True
-            best_y = y[i]
+    order = np.lexsort((-y, -x))  # by x descending, then y descending (stable: lower index first)
+    ys = y[order]
+    before = np.concatenate([[-np.inf], np.maximum.accumulate(ys)[:-1]])
+    keep[order] = ys > before
     return keep
 
 
@@ -352,14 +383,16 @@ def _to_host(x: jax.Array) -> np.ndarray:
 
 
 def sweep(spaces: Sequence[DesignSpace], m: Model, hw: Hardware, w: Workload, slo: SLO, load: Load = SATURATION,
-          *, chunk: int = 1 << 18, keep: str = "feasible", top_k: int = 64, checkpoint_dir: str | Path | None = None,
-          resume: bool = True, checkpoint_every_s: float = 10.0,
+          *, chunk: int | None = None, keep: str = "feasible", top_k: int = 64,
+          checkpoint_dir: str | Path | None = None, resume: bool = True, checkpoint_every_s: float = 10.0,
           progress: Callable[[str, int, int], None] | None = None,
-          stop_after_chunks: int | None = None) -> SweepResult:
+          stop_after_chunks: int | None = None, block: int | None = None,
+          select_cap: int = 4096) -> SweepResult:
     """Evaluate every configuration of `spaces` and keep rows per `keep` (see the module docstring).
 
     Args:
-        chunk: configurations per jitted call (rounded up to a multiple of the local device count).
+        chunk: configurations per jitted call (rounded up to a multiple of the local device count); default
+            2^18 on CPUs, 2^22 on accelerators.
         keep: "all" valid rows, "feasible" rows, or "pareto" (the Pareto-optimal and the `top_k` best
             feasible rows of each architecture, re-reduced as chunks arrive so memory stays flat).
         checkpoint_dir: save finished chunks there (orbax), at most every `checkpoint_every_s` seconds
@@ -367,11 +400,19 @@ def sweep(spaces: Sequence[DesignSpace], m: Model, hw: Hardware, w: Workload, sl
             (without it, old checkpoints there are removed first).
         progress: called as progress(arch, configurations done, configurations total).
         stop_after_chunks: stop after this many newly evaluated chunks (to test interruption and resume).
+        block: configurations vmapped at once inside a chunk (see `jaxsim.batching`); default: a few
+            thousand on CPUs (cache-sized), the whole chunk on accelerators.
+        select_cap: with keep="pareto", rows each device may hand back per chunk (the selection runs on
+            the device; a chunk whose selection is larger is fetched whole instead).
     """
     if keep not in KEEP:
         raise SweepError(f"keep must be one of {KEEP}, got {keep!r}")
     n_dev = len(jax.devices())
+    on_cpu = jax.devices()[0].platform == "cpu"
+    chunk = (1 << 18 if on_cpu else 1 << 22) if chunk is None else chunk
     chunk = max(n_dev, -(-int(chunk) // n_dev) * n_dev)
+    block = (DEFAULT_BLOCK if on_cpu else chunk // n_dev) if block is None else block
+    select = (top_k, select_cap) if keep == "pareto" else None
     ckpt = _Checkpoints(Path(checkpoint_dir), spaces, chunk, keep, top_k, {"model": m.name, "hardware": hw.name,
                         "workload": [float(w.prefix_tokens), float(w.input_tokens), float(w.output_tokens)],
                         "slo": [float(slo.ttft_s), float(slo.tpot_s)], "load": [load.kind, float(load.value)]},
@@ -388,7 +429,7 @@ def sweep(spaces: Sequence[DesignSpace], m: Model, hw: Hardware, w: Workload, sl
         # A space smaller than one chunk is evaluated in one call of its own (rounded up) size.
         chunk = min(full_chunk, -(-space.size // n_dev) * n_dev)
         n_chunks = -(-space.size // chunk)
-        run = None
+        run = run_all = None
         saved = ckpt.load(arch) if ckpt is not None else []
         done = set().union(*(ids for ids, _ in saved)) if saved else set()
         kept = [rows for _, rows in saved]
@@ -414,13 +455,25 @@ def sweep(spaces: Sequence[DesignSpace], m: Model, hw: Hardware, w: Workload, sl
             idx = jax.make_array_from_callback(host_idx.shape, sharding, lambda ix, h=host_idx: h[ix])
             if run is None:
                 t0 = time.perf_counter()
-                run = make_evaluator(space, m, hw, w, slo, load).lower(idx).compile()
+                run = make_evaluator(space, m, hw, w, slo, load, block, select).lower(idx).compile()
                 compile_s += time.perf_counter() - t0
-            cols = {k: _to_host(v) for k, v in run(idx).items()}
+            out = run(idx)
+            n_sel = _to_host(out.pop("_n_sel")) if select is not None else None
+            if n_sel is not None and n_sel.max() > select[1]:  # frontier larger than the slots: fetch whole
+                if run_all is None:
+                    run_all = make_evaluator(space, m, hw, w, slo, load, block).lower(idx).compile()
+                out = run_all(idx)
+                n_sel = None
+            if n_sel is not None:
+                stats = _to_host(out.pop("_stats")).sum(axis=0)
+                used = (np.arange(select[1])[None, :] < n_sel[:, None]).ravel()
+                cols = {k: _to_host(v)[used] for k, v in out.items()}
+            else:
+                cols = {k: _to_host(v) for k, v in out.items()}
+                stats = np.array([np.sum(cols["index"] < space.size), np.sum(cols["valid"]), np.sum(cols["feasible"])])
             rows = _reduce(cols, keep, top_k)
             rows["arch"] = np.full(len(rows["index"]), arch, dtype=object)
-            rows["_stats"] = np.array([np.sum(cols["index"] < space.size), np.sum(cols["valid"]),
-                                       np.sum(cols["feasible"])])
+            rows["_stats"] = stats
             new_chunks += 1
             finished += 1
             kept.append(rows)

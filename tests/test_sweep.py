@@ -134,6 +134,11 @@ def test_keep_pareto_and_feasible_agree_with_all(ds3: js.Model, h200: js.Hardwar
             np.testing.assert_array_equal(np.sort(r.pareto(arch)["index"]), np.sort(full.pareto(arch)["index"]))
             assert r.best(arch)["index"][0] == full.best(arch)["index"][0]
         assert par.feasible[arch] == full.feasible[arch]
+    # The on-device selection overflowing its slots falls back to fetching whole chunks: same rows.
+    spill = sw.sweep(spaces, ds3, h200, CHAT, LOOSE, chunk=100, keep="pareto", top_k=4, select_cap=1)
+    for k, v in par.columns.items():
+        np.testing.assert_array_equal(spill.columns[k], v, err_msg=k)
+    assert spill.feasible == par.feasible and spill.valid == par.valid and spill.evaluated == par.evaluated
 
 
 def test_resume_equals_uninterrupted(ds3: js.Model, h200: js.Hardware, small_result, tmp_path: Path) -> None:
@@ -157,6 +162,11 @@ assert len(jax.devices()) == 4, jax.devices()
 spaces = [sw.DesignSpace("agg", AGG_AXES, 32), sw.DesignSpace("agg+afd", AFD_AXES, 32)]
 r = sw.sweep(spaces, js.load_model("deepseek-v3"), js.load_hardware("h200-sxm"), CHAT, LOOSE, chunk=100, keep="all")
 np.savez(OUT, **{k: (v.astype(str) if k == "arch" else v) for k, v in r.columns.items()})
+p = sw.sweep(spaces, js.load_model("deepseek-v3"), js.load_hardware("h200-sxm"), CHAT, LOOSE, chunk=100,
+             keep="pareto", top_k=4)
+np.savez(OUT.replace(".npz", "_pareto.npz"), agg=np.sort(p.pareto("agg")["index"]),
+         afd=np.sort(p.pareto("agg+afd")["index"]), best=[p.best("agg")["index"][0], p.best("agg+afd")["index"][0]],
+         feasible=[p.feasible["agg"], p.feasible["agg+afd"]])
 """
 
 
@@ -175,6 +185,12 @@ def test_four_devices_equal_one(small_result, tmp_path: Path) -> None:
             np.testing.assert_array_equal(got, v.astype(str))
         else:
             np.testing.assert_allclose(got, v, rtol=1e-6, atol=0, err_msg=k)
+    # keep="pareto" selects per device shard; the union, re-reduced, is the frontier of the whole space.
+    par = np.load(tmp_path / "multi_pareto.npz")
+    np.testing.assert_array_equal(par["agg"], np.sort(full.pareto("agg")["index"]))
+    np.testing.assert_array_equal(par["afd"], np.sort(full.pareto("agg+afd")["index"]))
+    assert list(par["best"]) == [full.best("agg")["index"][0], full.best("agg+afd")["index"][0]]
+    assert list(par["feasible"]) == [full.feasible["agg"], full.feasible["agg+afd"]]
 
 
 def test_design_space_errors() -> None:
