@@ -37,7 +37,8 @@ CHILD = r"""
 import json, resource, sys, time
 import numpy as np, jax, jaxsim as js
 from jaxsim import sweep as sw
-n, chunk, block = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+n = int(sys.argv[1])
+chunk, block = (int(a) if a != "auto" else None for a in sys.argv[2:4])
 base = {"tp": [1, 2, 4, 8], "dp": [1, 2, 4, 8, 16, 32, 64], "pp": [1], "moe_tp": [1, 2], "chunk": [512, 2048, 8192],
         "gemm_bytes": [1], "moe_bytes": [1], "kv_bytes": [1], "nextn": [0, 1], "tbo": [0, 1]}
 per_batch = int(np.prod([len(v) for v in base.values()]))
@@ -65,7 +66,7 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, sub
     return time.perf_counter() - t, proc
 
 
-def sizes_part(sizes: list[int], host_devices: int, chunk: int, block: int) -> list[dict[str, object]]:
+def sizes_part(sizes: list[int], host_devices: int, chunk: str, block: str) -> list[dict[str, object]]:
     env = dict(os.environ)
     if host_devices > 1:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={host_devices}"
@@ -121,8 +122,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="", help="comma-separated N for part 1")
     ap.add_argument("--host-devices", type=int, default=1)
-    ap.add_argument("--chunk", type=int, default=1 << 18, help="configurations per jitted call")
-    ap.add_argument("--block", type=int, default=8192, help="configurations vmapped at once within a chunk")
+    ap.add_argument("--chunk", default="auto", help="configurations per jitted call (auto: the library's default)")
+    ap.add_argument("--block", default="auto", help="configurations vmapped at once within a chunk (auto: default)")
     ap.add_argument("--peer", action="store_true", help="run part 2")
     ap.add_argument("--aiconfigurator", default=None, help="path of the aiconfigurator command")
     ap.add_argument("--no-record", action="store_true")

@@ -373,6 +373,13 @@ def _concat(parts: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
+def _rereduce(kept: Sequence[dict[str, np.ndarray]], keep: str, top_k: int) -> list[dict[str, np.ndarray]]:
+    """Blocks of kept rows of one architecture merged and reduced again to one block (counts summed)."""
+    merged = _concat(kept)
+    stats = merged.pop("_stats")
+    return [{**_reduce({**merged, "valid": merged["valid"].astype(bool)}, keep, top_k), "_stats": stats}]
+
+
 def _to_host(x: jax.Array) -> np.ndarray:
     """A sharded result column as one NumPy array on this process (gathered across hosts if several)."""
     if jax.process_count() > 1:
@@ -430,6 +437,7 @@ def sweep(spaces: Sequence[DesignSpace], m: Model, hw: Hardware, w: Workload, sl
         chunk = min(full_chunk, -(-space.size // n_dev) * n_dev)
         n_chunks = -(-space.size // chunk)
         run = run_all = None
+        reduced_rows = 1 << 14
         saved = ckpt.load(arch) if ckpt is not None else []
         done = set().union(*(ids for ids, _ in saved)) if saved else set()
         kept = [rows for _, rows in saved]
@@ -479,16 +487,20 @@ def sweep(spaces: Sequence[DesignSpace], m: Model, hw: Hardware, w: Workload, sl
             kept.append(rows)
             pending.append(rows)
             pending_ids.append(c)
-            if keep == "pareto" and len(kept) > 1:  # keep memory flat: one reduced block per architecture
-                merged = _concat(kept)
-                stats = merged.pop("_stats")
-                kept = [{**_reduce({**merged, "valid": merged["valid"].astype(bool)}, keep, top_k), "_stats": stats}]
+            held = sum(len(k["index"]) for k in kept)
+            if keep == "pareto" and len(kept) > 1 and held > 2 * reduced_rows:
+                # Keep memory flat: re-reduce to one block whenever the held rows have doubled since the
+                # last reduction (amortised: a large frontier is not re-sorted at every chunk).
+                kept = _rereduce(kept, keep, top_k)
+                reduced_rows = max(len(kept[0]["index"]), 1 << 14)
             if time.perf_counter() - last_save >= checkpoint_every_s:
                 flush()
             if progress is not None:
                 progress(arch, min(finished * chunk, space.size), space.size)
         if stopped:
             flush()
+        if keep == "pareto" and len(kept) > 1:
+            kept = _rereduce(kept, keep, top_k)
         evaluated[arch] = valid[arch] = feasible[arch] = 0
         for rows in kept:
             rows = dict(rows)
