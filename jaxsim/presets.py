@@ -229,7 +229,10 @@ def model_from_hf_config(config: str | Path | Mapping[str, Any], name: str | Non
 # --------------------------------------------------------------------------------------------------
 
 EFFICIENCY_FIELDS = tuple(Efficiency.__dataclass_fields__)
-_US = ("layer_overhead_s", "step_overhead_s")
+_US = tuple(f for f in EFFICIENCY_FIELDS if f.endswith("_overhead_s") or f.endswith("_latency_s"))
+# Decode attention takes the attention parameters of a hardware file that does not set its own.
+_DECODE_FROM = {"decode_attn_compute_frac": "attn_compute_frac", "decode_attn_memory_frac": "attn_memory_frac",
+                "decode_attn_half_context": "attn_half_context", "decode_attn_latency_s": "attn_latency_s"}
 
 
 def _efficiency(table: Mapping[str, Any], where: str, base: Efficiency | None = None) -> Efficiency:
@@ -244,14 +247,43 @@ def _efficiency(table: Mapping[str, Any], where: str, base: Efficiency | None = 
         value = _number(raw, where, key) * (1e-6 if field in _US else 1.0)
         if field.endswith("_frac") and not 0 < value <= 1:
             raise SpecError(f"{where}: efficiency {key!r} must be within (0, 1], got {value:g}")
+        if (field.endswith("_scale") and value <= 0) or (field.endswith("_latency_p") and value < 1):
+            raise SpecError(f"{where}: efficiency {key!r} must be {'> 0' if field.endswith('_scale') else '≥ 1'}, "
+                            f"got {value:g}")
         values[field] = value
+    if base is None:
+        for dec, src in _DECODE_FROM.items():
+            if dec not in values and src in values:
+                values[dec] = values[src]
     return Efficiency(**values)
 
 
-def load_hardware(name: str) -> Hardware:
+def calibration_file(stem: str, framework: str | None = None) -> Path | None:
+    """The fitted calibration of a hardware preset: `specs/calibration/<stem>-<framework>.toml` when a framework
+    is named and that file exists, else `<stem>.toml` (the default framework's), else None."""
+    folder = specs_dir() / "calibration"
+    names = ([f"{stem}-{framework.strip().lower()}.toml"] if framework else []) + [f"{stem}.toml"]
+    return next((folder / n for n in names if (folder / n).is_file()), None)
+
+
+def _apply_calibration(calib: Path, eff: Efficiency, link: dict[str, float]) -> Efficiency:
+    """Override efficiencies (`[efficiency]`) and fitted link latencies (`[scale_up] latency_us`) from a calibration."""
+    data = _read_toml(calib)
+    eff = _efficiency(_table(data, "efficiency", str(calib)), str(calib), base=eff)
+    up = data.get("scale_up", {})
+    if not isinstance(up, Mapping):
+        raise SpecError(f"{calib}: [scale_up] must be a table")
+    if "latency_us" in up:
+        link["scale_up_latency_s"] = _number(up["latency_us"], str(calib), "scale_up.latency_us") * 1e-6
+    return eff
+
+
+def load_hardware(name: str, framework: str | None = None, calibrated: bool = True) -> Hardware:
     """A GPU system by preset name or alias (`h200-sxm`, `h200_sxm`) or a spec .toml path.
 
-    A fitted calibration `specs/calibration/<name>.toml` overrides the file's provisional efficiencies.
+    A fitted calibration overrides the file's provisional efficiencies (and the scale-up latency):
+    `specs/calibration/<name>-<framework>.toml` when `framework` is given and that file exists, else
+    `specs/calibration/<name>.toml`. `calibrated=False` gives the hardware file's own values.
     """
     file = _resolve("hardware", name)
     data = _read_toml(file)
@@ -273,9 +305,10 @@ def load_hardware(name: str) -> Hardware:
     fp4 = _number(comp.get("fp4_tflop_per_s", fp8 / 1e12), where, "compute.fp4_tflop_per_s") * 1e12
     eff = _efficiency(data.get("efficiency", {}), where)
     stem = str(data.get("name", file.stem))
-    calib = specs_dir() / "calibration" / f"{stem}.toml"
-    if calib.is_file():
-        eff = _efficiency(_table(_read_toml(calib), "efficiency", str(calib)), str(calib), base=eff)
+    link: dict[str, float] = {}
+    calib = calibration_file(stem, framework) if calibrated else None
+    if calib is not None:
+        eff = _apply_calibration(calib, eff, link)
     return Hardware(
         name=stem,
         bf16_flop_per_s=bf16,
@@ -285,7 +318,7 @@ def load_hardware(name: str) -> Hardware:
         hbm_bytes_per_s=need(mem, "hbm_tb_per_s", "memory") * 1e12,
         scale_up_gpus=need(up, "gpus", "scale_up"),
         scale_up_bytes_per_s=need(up, "gb_per_s", "scale_up") * 1e9,
-        scale_up_latency_s=need(up, "latency_us", "scale_up") * 1e-6,
+        scale_up_latency_s=link.get("scale_up_latency_s", need(up, "latency_us", "scale_up") * 1e-6),
         scale_out_bytes_per_s=need(out, "gbit_per_s", "scale_out") * 1e9 / 8.0,
         scale_out_latency_s=need(out, "latency_us", "scale_out") * 1e-6,
         tdp_watts=need(power, "tdp_watts", "power"),

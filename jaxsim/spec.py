@@ -80,6 +80,18 @@ class Efficiency(eqx.Module):
     Each efficiency is `max_frac × size / (size + half_size)`: it saturates at `max_frac` for large
     shapes and falls for small ones (few GEMM rows, short contexts, few tokens per expert). Fractions
     are clipped to ≤ 1 where used, so a kernel time never falls below the roofline bound.
+
+    Calibration (`jaxsim calibrate`) also fits the fields below whose defaults leave the form above
+    unchanged: `*_fp8_scale` / `*_fp4_scale` multiply the compute fraction of FP8 / FP4 operands (their
+    peak is higher and kernels reach less of it); `*_latency_s` is the fixed time of one kernel call
+    (launch, prologue, the last wave's tail), added to its roofline-limited time, and `*_quant_latency_s`
+    the extra fixed time of FP8 / FP4 operands (the kernel that quantises the activations); a positive
+    `attn_compute_half_context` lets attention's compute fraction fall for short contexts too;
+    `collective_latency_s` is the fixed time of one collective call on top of the link latency terms.
+    A kernel's latency and its roofline-limited time overlap as a p-norm `(t^p + latency^p)^(1/p)`
+    (`*_latency_p`: 1 = they add, large = the longer hides the other). Decode attention (one query per
+    request reading its KV) has parameters of its own (`decode_attn_*`); the spec loader copies the
+    `attn_*` values into them when a hardware file does not set them.
     """
 
     gemm_compute_frac: Array = _num(0.7)
@@ -96,6 +108,25 @@ class Efficiency(eqx.Module):
     layer_overhead_s: Array = _num(20e-6)
     step_overhead_s: Array = _num(500e-6)
     runtime_reserve_frac: Array = _num(0.08)
+    gemm_fp8_scale: Array = _num(1.0)
+    gemm_fp4_scale: Array = _num(1.0)
+    gemm_latency_s: Array = _num(0.0)
+    gemm_quant_latency_s: Array = _num(0.0)
+    moe_fp8_scale: Array = _num(1.0)
+    moe_fp4_scale: Array = _num(1.0)
+    moe_latency_s: Array = _num(0.0)
+    moe_quant_latency_s: Array = _num(0.0)
+    gemm_latency_p: Array = _num(1.0)
+    moe_latency_p: Array = _num(1.0)
+    attn_fp8_scale: Array = _num(1.0)
+    attn_compute_half_context: Array = _num(0.0)
+    attn_latency_s: Array = _num(0.0)
+    attn_latency_p: Array = _num(1.0)
+    decode_attn_compute_frac: Array = _num(0.6)
+    decode_attn_memory_frac: Array = _num(0.85)
+    decode_attn_half_context: Array = _num(256.0)
+    decode_attn_latency_s: Array = _num(0.0)
+    collective_latency_s: Array = _num(0.0)
 
 
 class Hardware(eqx.Module):

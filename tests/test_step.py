@@ -101,8 +101,10 @@ def test_invalid_parallelism_flagged(ds3: js.Model, h200: js.Hardware) -> None:
         assert float(step(ds3, h200, d, js.StepBatch(decode_requests=1, decode_context=10)).valid) == 0.0
 
 
-def test_hand_computed_memory_bound_decode(h200: js.Hardware) -> None:
-    """Llama-3.1-70B, TP8, BF16, one request with a 1-token context: every GEMM is weight-bound."""
+def test_hand_computed_memory_bound_decode() -> None:
+    """Llama-3.1-70B, TP8, BF16, one request with a 1-token context: every GEMM is weight-bound.
+    The hardware file's own (provisional) efficiencies, without the fitted calibration."""
+    h200 = js.load_hardware("h200-sxm", calibrated=False)
     m = js.load_model("llama-3.1-70b")
     d = js.Deployment(tp=8)
     c = step(m, h200, d, js.StepBatch(decode_requests=1, decode_context=1))

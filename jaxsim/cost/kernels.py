@@ -2,8 +2,8 @@
 
 The roofline bound of a kernel is max(FLOPs / peak FLOP/s, bytes / HBM bytes/s). Real kernels reach
 only a fraction of either rate; that fraction depends on the kernel's shape and is given by the
-hardware's `Efficiency` parameters. Every efficiency is clipped into (0, 1], so a predicted time is
-never below the roofline bound.
+hardware's `Efficiency` parameters. Every efficiency is clipped into (0, 1], and a kernel's fixed latency
+(≥ 0) only adds to its time, so a predicted time is never below the roofline bound.
 """
 
 from __future__ import annotations
@@ -23,6 +23,37 @@ def peak_flop_per_s(hw: Hardware, operand_bytes: ArrayLike) -> Array:
     """Dense tensor-core peak for operands of `operand_bytes` per element (2 BF16, 1 FP8, 0.5 FP4)."""
     b = jnp.asarray(operand_bytes)
     return jnp.where(b <= 0.5, hw.fp4_flop_per_s, jnp.where(b <= 1.0, hw.fp8_flop_per_s, hw.bf16_flop_per_s))
+
+
+def dtype_scale(operand_bytes: ArrayLike, fp8_scale: ArrayLike, fp4_scale: ArrayLike) -> Array:
+    """Factor on a compute fraction by operand precision: 1 for BF16, `fp8_scale` for FP8, `fp4_scale` for FP4."""
+    b = jnp.asarray(operand_bytes)
+    return jnp.where(b <= 0.5, fp4_scale, jnp.where(b <= 1.0, fp8_scale, 1.0))
+
+
+def _latency(operand_bytes: ArrayLike, latency_s: ArrayLike, quant_latency_s: ArrayLike) -> Array:
+    """Fixed time of one kernel call: its latency, plus the activation-quantisation latency for FP8 / FP4."""
+    low = jnp.asarray(operand_bytes) < 2.0
+    return jnp.maximum(latency_s, 0.0) + jnp.where(low, jnp.maximum(quant_latency_s, 0.0), 0.0)
+
+
+def overlap_latency(work_s: ArrayLike, latency_s: ArrayLike, p: ArrayLike) -> Array:
+    """A kernel's fixed latency combined with its roofline-limited time: `(work^p + latency^p)^(1/p)`, p ≥ 1.
+
+    p = 1 adds them; a larger p lets the longer one hide the shorter. Never below either of them.
+    """
+    work_s, latency_s = jnp.asarray(work_s), jnp.maximum(jnp.asarray(latency_s), 0.0)
+    p = jnp.maximum(p, 1.0)
+    top = jnp.maximum(work_s, latency_s)
+    pos = top > 0
+    safe = jnp.where(pos, top, 1.0)  # double-where: no 0/0 in values or gradients
+    def power(x: Array) -> Array:
+        r = x / safe
+        r_safe = jnp.where(r > 0, r, 1.0)
+        return jnp.where(r > 0, r_safe**p, 0.0)
+
+    norm = safe * (power(work_s) + power(latency_s)) ** (1.0 / p)
+    return jnp.where(pos, jnp.maximum(norm, top), 0.0)
 
 
 def saturating_frac(max_frac: ArrayLike, size: ArrayLike, half_size: ArrayLike) -> Array:
@@ -54,29 +85,47 @@ def kernel_s(
 
 def gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows: ArrayLike, operand_bytes: ArrayLike,
            mode: Mode = HARD) -> Array:
-    """A dense GEMM with `rows` tokens (M): compute efficiency falls for small M."""
+    """A dense GEMM with `rows` tokens (M): compute efficiency falls for small M; plus a fixed kernel latency."""
     e = hw.eff
-    cf = saturating_frac(e.gemm_compute_frac, rows, e.gemm_half_rows)
-    return kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf,
-                    e.gemm_memory_frac, mode)
+    top = e.gemm_compute_frac * dtype_scale(operand_bytes, e.gemm_fp8_scale, e.gemm_fp4_scale)
+    cf = saturating_frac(top, rows, e.gemm_half_rows)
+    work = kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf, e.gemm_memory_frac, mode)
+    return overlap_latency(work, _latency(operand_bytes, e.gemm_latency_s, e.gemm_quant_latency_s), e.gemm_latency_p)
 
 
 def grouped_gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows_per_expert: ArrayLike,
                    operand_bytes: ArrayLike, mode: Mode = HARD) -> Array:
-    """Routed experts as one grouped GEMM: compute efficiency falls with few tokens per expert."""
+    """Routed experts as one grouped GEMM: compute efficiency falls with few tokens per expert; plus a fixed
+    latency of the whole MoE kernel sequence (routing, permutation, grouped GEMMs, finalisation)."""
     e = hw.eff
-    cf = saturating_frac(e.moe_compute_frac, rows_per_expert, e.moe_half_tokens)
-    return kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf,
-                    e.moe_memory_frac, mode)
+    top = e.moe_compute_frac * dtype_scale(operand_bytes, e.moe_fp8_scale, e.moe_fp4_scale)
+    cf = saturating_frac(top, rows_per_expert, e.moe_half_tokens)
+    work = kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf, e.moe_memory_frac, mode)
+    return overlap_latency(work, _latency(operand_bytes, e.moe_latency_s, e.moe_quant_latency_s), e.moe_latency_p)
 
 
 def attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, context: ArrayLike,
                 compute_bytes: ArrayLike, mode: Mode = HARD) -> Array:
-    """Core attention (FlashAttention / FlashMLA style): bandwidth efficiency falls for short contexts."""
+    """Core attention (FlashAttention / FlashMLA style): bandwidth efficiency falls for short contexts, and so
+    does compute efficiency when `attn_compute_half_context` > 0 (else it is flat); plus a fixed kernel latency."""
     e = hw.eff
     mf = saturating_frac(e.attn_memory_frac, context, e.attn_half_context)
-    return kernel_s(flops, bytes_, peak_flop_per_s(hw, compute_bytes), hw.hbm_bytes_per_s,
-                    e.attn_compute_frac, mf, mode)
+    top = e.attn_compute_frac * dtype_scale(compute_bytes, e.attn_fp8_scale, e.attn_fp8_scale)
+    cf = jnp.where(e.attn_compute_half_context > 0, saturating_frac(top, context, e.attn_compute_half_context), top)
+    work = kernel_s(flops, bytes_, peak_flop_per_s(hw, compute_bytes), hw.hbm_bytes_per_s, cf, mf, mode)
+    return overlap_latency(work, e.attn_latency_s, e.attn_latency_p)
+
+
+def decode_attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, context: ArrayLike,
+                       compute_bytes: ArrayLike, mode: Mode = HARD) -> Array:
+    """Core attention of decode (one or a few queries per request reading its KV cache) with the `decode_attn_*`
+    parameters: bandwidth efficiency falls for short contexts, compute efficiency is flat (decode kernels
+    use the tensor cores poorly when few query heads share a KV head); plus a fixed kernel latency."""
+    e = hw.eff
+    mf = saturating_frac(e.decode_attn_memory_frac, context, e.decode_attn_half_context)
+    work = kernel_s(flops, bytes_, peak_flop_per_s(hw, compute_bytes), hw.hbm_bytes_per_s,
+                    e.decode_attn_compute_frac, mf, mode)
+    return overlap_latency(work, e.decode_attn_latency_s, e.attn_latency_p)
 
 
 def memory_bound_s(hw: Hardware, bytes_: ArrayLike) -> Array:

@@ -1,0 +1,302 @@
+"""Fit the kernel-efficiency parameters of a `Hardware` to a measured kernel table.
+
+Predictions come from the same functions the step model prices one iteration with: `cost.flops` for
+FLOPs and bytes, `cost.kernels` / `step.routed_experts_s` for the kernel time, `cost.comm` for collectives.
+Each row of the table becomes one call of those functions (its shape as a broadcast array field of a
+stub `Model` / `Deployment`), so a fitted parameter means in serving what it meant in the fit.
+
+Parameters live in unconstrained coordinates (logit for fractions, log for half-sizes, latencies and
+precision scales); the loss is the mean squared log error, each op weighted equally inside its family;
+optax Adam from the hardware's current values (optionally followed by L-BFGS; off by default because its
+line search takes minutes to compile on a CPU for the full tables). The roofline floor holds by construction:
+fractions are clipped to ≤ 1 and latencies only add time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+from jax import Array
+
+from jaxsim.calibrate.tables import COLLECTIVES, FAMILY
+from jaxsim.cost import comm
+from jaxsim.cost import flops as F
+from jaxsim.cost import kernels as K
+from jaxsim.spec import BYTES_PER_DTYPE, Deployment, Efficiency, Hardware, Model
+from jaxsim.step import routed_experts_s
+
+# Activations (GEMM inputs / outputs, MoE tokens) are BF16 in every measured table.
+ACT_BYTES = 2.0
+# DeepSeek-V3's MLA dimensions: the shape AIConfigurator's MLA tables measure.
+MLA_DIMS = dict(kv_lora_rank=512.0, qk_rope_dim=64.0, qk_nope_dim=128.0, v_head_dim=128.0, head_dim=192.0)
+
+# Fitted parameters per parameter group: (name, coordinate). Names are `Efficiency` fields, or
+# `Hardware` fields for the link latency. Coordinates: "logit" (a fraction), "log" (> 0), "log1" (≥ 1: log(p − 1)).
+GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
+    "gemm": (("gemm_compute_frac", "logit"), ("gemm_fp8_scale", "log"), ("gemm_fp4_scale", "log"),
+             ("gemm_half_rows", "log"), ("gemm_memory_frac", "logit"), ("gemm_latency_s", "log"),
+             ("gemm_quant_latency_s", "log"), ("gemm_latency_p", "log1")),
+    "moe": (("moe_compute_frac", "logit"), ("moe_fp8_scale", "log"), ("moe_fp4_scale", "log"),
+            ("moe_half_tokens", "log"), ("moe_memory_frac", "logit"), ("moe_latency_s", "log"),
+            ("moe_quant_latency_s", "log"), ("moe_latency_p", "log1")),
+    "attention": (("attn_compute_frac", "logit"), ("attn_fp8_scale", "log"), ("attn_compute_half_context", "log"),
+                  ("attn_memory_frac", "logit"), ("attn_half_context", "log"), ("attn_latency_s", "log"),
+                  ("attn_latency_p", "log1")),
+    "decode_attention": (("decode_attn_compute_frac", "logit"), ("decode_attn_memory_frac", "logit"),
+                         ("decode_attn_half_context", "log"), ("decode_attn_latency_s", "log")),
+    "collectives": (("scale_up_frac", "logit"), ("scale_up_latency_s", "log"), ("collective_latency_s", "log")),
+}
+GROUP_OF_OP = {"gemm": "gemm", "moe": "moe", "context_attention": "attention", "context_mla": "attention",
+               "generation_attention": "decode_attention", "generation_mla": "decode_attention",
+               **{c: "collectives" for c in COLLECTIVES}}
+HARDWARE_PARAMS = ("scale_up_latency_s",)
+# Starting values for parameters whose default switches their term off (0 latency, 0 half-size).
+_START = {"gemm_latency_s": 4e-6, "gemm_quant_latency_s": 2e-6, "moe_latency_s": 20e-6, "moe_quant_latency_s": 5e-6,
+          "attn_latency_s": 8e-6, "decode_attn_latency_s": 8e-6, "attn_compute_half_context": 64.0,
+          "collective_latency_s": 2e-6}
+_EPS = 1e-9
+
+
+class Rows(NamedTuple):
+    """The numeric columns of one op's rows as float arrays (NaN-free where the op uses them)."""
+
+    op: str
+    cols: dict[str, Array]
+    latency_s: Array
+
+
+def _bytes(series: pd.Series) -> np.ndarray:
+    return series.map(BYTES_PER_DTYPE).to_numpy(dtype=float)
+
+
+def split_rows(df: pd.DataFrame) -> list[Rows]:
+    """Kernel-table rows grouped by op, as arrays (the order of rows within an op is kept)."""
+    out = []
+    for op, part in df.groupby("op", sort=True):
+        cols = {c: jnp.asarray(part[c].to_numpy(dtype=float)) for c in part.columns
+                if c not in ("op", "dtype", "kv_dtype", "source", "latency_ms") and part[c].notna().all()}
+        cols["dtype_bytes"] = jnp.asarray(_bytes(part["dtype"]))
+        cols["kv_bytes"] = jnp.asarray(_bytes(part["kv_dtype"]))
+        out.append(Rows(str(op), cols, jnp.asarray(part["latency_ms"].to_numpy(dtype=float) * 1e-3)))
+    return out
+
+
+def _stub_model(attention: str, **fields: Any) -> Model:
+    base = dict(n_layers=1.0, n_dense_layers=0.0, hidden=1.0, vocab=1.0, n_heads=1.0, n_kv_heads=1.0, head_dim=1.0,
+                v_head_dim=1.0)
+    return Model(name="kernel", attention=attention, **(base | fields))
+
+
+def _attention_model(op: str, c: Mapping[str, Array]) -> Model:
+    if op.endswith("mla"):
+        return _stub_model("mla", n_heads=c["heads"], n_kv_heads=c["heads"], **MLA_DIMS)
+    window = c.get("window", jnp.zeros_like(c["heads"]))
+    return _stub_model("gqa", n_heads=c["heads"], n_kv_heads=c["kv_heads"], head_dim=c["head_dim"],
+                       v_head_dim=c["head_dim"], sliding_window=window, sliding_layer_frac=(window > 0) * 1.0)
+
+
+def predict_op(hw: Hardware, rows: Rows) -> Array:
+    """Predicted time (s) of every row of one op, through the step model's cost functions."""
+    op, c = rows.op, rows.cols
+    if op == "gemm":
+        m, n, k, wb = c["m"], c["n"], c["k"], c["dtype_bytes"]
+        flops = 2.0 * m * n * k
+        bytes_ = n * k * wb + m * (k + n) * ACT_BYTES
+        return K.gemm_s(hw, flops, bytes_, m, wb)
+    if op == "moe":
+        model = _stub_model("gqa", hidden=c["hidden"], n_routed_experts=c["experts"], top_k=c["topk"],
+                            moe_intermediate=c["inter"])
+        d = Deployment(ep=c["moe_ep"], moe_tp=c["moe_tp"], moe_weight_bytes=c["dtype_bytes"],
+                       activation_bytes=ACT_BYTES, expert_imbalance=1.0)
+        return routed_experts_s(model, hw, d, c["tokens"])[0]
+    if op in ("context_attention", "generation_attention", "context_mla", "generation_mla"):
+        model = _attention_model(op, c)
+        d = Deployment(kv_bytes=c["kv_bytes"], attn_compute_bytes=c["dtype_bytes"])
+        if op.startswith("generation"):
+            context = c["prefix"] + c["seq_len"]
+            cost = F.decode_attention(model, d, c["batch"], context)
+            return K.decode_attention_s(hw, cost.flops, cost.bytes, context, d.attn_compute_bytes)
+        tokens = c["batch"] * c["seq_len"]
+        context = c["prefix"] + 0.5 * (c["seq_len"] + 1.0)  # mean positions a causal prefill token attends
+        cost = F.prefill_attention(model, d, tokens, context, c["batch"], absorbed=False)
+        return K.attention_s(hw, cost.flops, cost.bytes, context, d.attn_compute_bytes)
+    fn: Callable[..., Array] = {"all_reduce": comm.all_reduce_s, "all_gather": comm.all_gather_s,
+                                "reduce_scatter": comm.reduce_scatter_s, "all_to_all": comm.all_to_all_s}[op]
+    return fn(hw, c["bytes"], c["gpus"])
+
+
+def roofline_op(hw: Hardware, rows: Rows) -> Array:
+    """The roofline bound of every row (kernels: max(FLOPs / peak, bytes / HBM); collectives: bytes over the
+    nominal link without latency), from the same FLOP and byte counts as `predict_op`."""
+    ideal = eqx.tree_at(lambda h: h.eff, hw, Efficiency(
+        **{f: 1.0 for f in Efficiency.__dataclass_fields__ if f.endswith("_frac") or f.endswith("_scale")},
+        gemm_half_rows=0.0, moe_half_tokens=0.0, attn_half_context=0.0, decode_attn_half_context=0.0,
+        layer_overhead_s=0.0, step_overhead_s=0.0))
+    if rows.op in COLLECTIVES:
+        ideal = eqx.tree_at(lambda h: (h.scale_up_latency_s, h.scale_out_latency_s), ideal, (0.0, 0.0))
+    return predict_op(ideal, rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameters in unconstrained coordinates
+# --------------------------------------------------------------------------------------------------
+
+
+def groups_for(df: pd.DataFrame) -> tuple[str, ...]:
+    """Parameter groups the table's ops can determine."""
+    present = {GROUP_OF_OP[op] for op in df["op"].unique()}
+    return tuple(g for g in GROUPS if g in present)
+
+
+def _value(hw: Hardware, name: str) -> float:
+    return float(getattr(hw, name)) if name in HARDWARE_PARAMS else float(getattr(hw.eff, name))
+
+
+def to_unconstrained(hw: Hardware, groups: tuple[str, ...], dtypes: set[str] | None = None) -> dict[str, Array]:
+    """The hardware's current values of the fitted parameters, in fit coordinates."""
+    out = {}
+    for g in groups:
+        for name, coord in GROUPS[g]:
+            v = _value(hw, name)
+            if v <= 0:
+                v = _START.get(name, 1.0)
+            if coord == "logit":
+                v = min(max(v, 0.02), 0.98)
+                out[name] = jnp.asarray(math.log(v / (1.0 - v)))
+            elif coord == "log1":
+                out[name] = jnp.asarray(math.log(max(v - 1.0, 0.5)))
+            else:
+                out[name] = jnp.asarray(math.log(v))
+    return out
+
+
+def from_unconstrained(params: Mapping[str, Array]) -> dict[str, Array]:
+    coord = {name: c for g in GROUPS.values() for name, c in g}
+    conv = {"logit": jax.nn.sigmoid, "log": jnp.exp, "log1": lambda z: 1.0 + jnp.exp(z)}
+    return {k: conv[coord[k]](v) for k, v in params.items()}
+
+
+def apply_params(hw: Hardware, values: Mapping[str, Any]) -> Hardware:
+    """`hw` with the given parameter values (Efficiency fields and the link-latency Hardware fields)."""
+    eff_vals = {k: v for k, v in values.items() if k not in HARDWARE_PARAMS}
+    hw_vals = {k: v for k, v in values.items() if k in HARDWARE_PARAMS}
+    eff = hw.eff
+    if eff_vals:
+        names = tuple(eff_vals)
+        eff = eqx.tree_at(lambda e: [getattr(e, n) for n in names], eff,
+                          [jnp.asarray(eff_vals[n], dtype=jnp.result_type(float)) for n in names])
+    out = eqx.tree_at(lambda h: h.eff, hw, eff)
+    if hw_vals:
+        names = tuple(hw_vals)
+        out = eqx.tree_at(lambda h: [getattr(h, n) for n in names], out,
+                          [jnp.asarray(hw_vals[n], dtype=jnp.result_type(float)) for n in names])
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Loss and fit
+# --------------------------------------------------------------------------------------------------
+
+
+def _weights(rows: list[Rows]) -> list[float]:
+    """Per-row weight so that every op counts equally inside its family and every family equally overall."""
+    fam_ops: dict[str, int] = {}
+    for r in rows:
+        fam_ops[FAMILY[r.op]] = fam_ops.get(FAMILY[r.op], 0) + 1
+    n_fam = len(fam_ops)
+    return [1.0 / (n_fam * fam_ops[FAMILY[r.op]] * r.latency_s.shape[0]) for r in rows]
+
+
+def loss_fn(params: Mapping[str, Array], hw: Hardware, rows: list[Rows], weights: list[float]) -> Array:
+    """Weighted mean squared log error of the predictions."""
+    h = apply_params(hw, from_unconstrained(params))
+    total = jnp.zeros(())
+    for r, w in zip(rows, weights, strict=True):
+        err = jnp.log(predict_op(h, r) + _EPS) - jnp.log(r.latency_s)
+        total = total + w * jnp.sum(err**2)
+    return total
+
+
+class FitResult(NamedTuple):
+    """Fitted hardware and the fit's record."""
+
+    hw: Hardware
+    values: dict[str, float]  # fitted parameter values (SI)
+    loss: float  # final weighted mean squared log error on the fit rows
+    steps: int
+
+
+def fit(hw: Hardware, df: pd.DataFrame, adam_steps: int = 600, lbfgs_steps: int = 0,
+        learning_rate: float = 0.05) -> FitResult:
+    """Fit the efficiency parameters of every group the table covers; other parameters keep `hw`'s values.
+
+    L-BFGS steps, when asked for, run after Adam and are kept only when they lower the loss."""
+    groups = groups_for(df)
+    if not groups:
+        raise ValueError("the kernel table has no rows of a fittable op")
+    rows = split_rows(df)
+    weights = _weights(rows)
+    p0 = to_unconstrained(hw, groups)
+
+    def loss(p: Mapping[str, Array]) -> Array:
+        return loss_fn(p, hw, rows, weights)
+
+    value_and_grad = jax.value_and_grad(loss)
+    adam = optax.adam(learning_rate)
+
+    @jax.jit
+    def run_adam(p: dict[str, Array]) -> dict[str, Array]:
+        def body(carry, _):
+            p, s = carry
+            _, g = value_and_grad(p)
+            g = jax.tree.map(lambda x: jnp.where(jnp.isfinite(x), x, 0.0), g)
+            upd, s = adam.update(g, s, p)
+            return (optax.apply_updates(p, upd), s), None
+
+        (p, _), _ = jax.lax.scan(body, (p, adam.init(p)), None, length=adam_steps)
+        return p
+
+    p = run_adam(p0)
+    if lbfgs_steps > 0:
+        lbfgs = optax.lbfgs()
+        vg = optax.value_and_grad_from_state(loss)
+
+        @jax.jit
+        def run_lbfgs(p: dict[str, Array]) -> dict[str, Array]:
+            def body(carry, _):
+                p, s = carry
+                v, g = vg(p, state=s)
+                ok = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(g)])) & jnp.isfinite(v)
+                upd, s2 = lbfgs.update(g, s, p, value=v, grad=g, value_fn=loss)
+                p2 = optax.apply_updates(p, upd)
+                keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
+                return (keep(p2, p), keep(s2, s)), None
+
+            (p, _), _ = jax.lax.scan(body, (p, lbfgs.init(p)), None, length=lbfgs_steps)
+            return p
+
+        p_l = run_lbfgs(p)
+        if float(loss(p_l)) < float(loss(p)):
+            p = p_l
+    values = {k: float(v) for k, v in from_unconstrained(p).items()}
+    return FitResult(apply_params(hw, values), values, float(loss(p)), adam_steps + lbfgs_steps)
+
+
+def predict(hw: Hardware, df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with `pred_ms` and `roofline_ms` columns (same row order)."""
+    out = df.copy()
+    out["pred_ms"] = np.nan
+    out["roofline_ms"] = np.nan
+    for _, part in df.groupby("op", sort=True):
+        (rows,) = split_rows(part)
+        out.loc[part.index, "pred_ms"] = np.asarray(predict_op(hw, rows)) * 1e3
+        out.loc[part.index, "roofline_ms"] = np.asarray(roofline_op(hw, rows)) * 1e3
+    return out

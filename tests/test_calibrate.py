@@ -1,0 +1,246 @@
+"""Calibration: the importer of AIConfigurator-layout tables, jaxsim's kernel CSV, the fit, and the roofline floor.
+
+None of these needs the optional `calibrate` extra: the importer reads synthetic tables in the database's
+layout under `tests/data/aic_tiny/`, the fit runs on synthetic data drawn from known parameters.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+import jaxsim as js
+from jaxsim import calibrate as C
+from jaxsim.calibrate import fit as FT
+from jaxsim.calibrate import tables as T
+from jaxsim.cli import app
+from jaxsim.cost import kernels
+from jaxsim.presets import SpecError, specs_dir
+
+DATA = Path(__file__).parent / "data"
+AIC = DATA / "aic_tiny"
+SHIPPED = ("h100-sxm", "h200-sxm", "b200", "gb200-nvl72")
+
+
+# ---- importer ----
+
+
+def test_aic_import_maps_columns_units_and_filters() -> None:
+    df = T.load_aic("h200-sxm", "trtllm", AIC)  # project name → the database's h200_sxm folder
+    by_op = df.groupby("op").size().to_dict()
+    # 4 GEMM rows in the largest table, per-tensor FP8 dropped because block-scaled FP8 is there;
+    # MoE: only the balanced gated row; generation attention: the 32-query-heads-per-KV-head row dropped;
+    # NCCL all-reduce replaced by the framework's custom all-reduce.
+    assert by_op == {"gemm": 3, "moe": 1, "generation_attention": 1, "context_attention": 1, "generation_mla": 1,
+                     "all_gather": 1, "all_to_all": 1, "all_reduce": 1}
+    gemm = df[df.op == "gemm"].sort_values("m")
+    assert list(gemm.dtype) == ["bf16", "fp8", "bf16"]
+    assert gemm.source.str.contains("9.9.0").all()
+    gen = df[df.op == "generation_attention"].iloc[0]
+    assert (gen.batch, gen.seq_len, gen.prefix, gen.heads, gen.kv_heads, gen.kv_dtype) == (16, 1, 4095, 8, 1, "fp8")
+    ctx = df[df.op == "context_attention"].iloc[0]
+    assert (ctx["window"], ctx["dtype"], ctx["prefix"]) == (128, "fp8", 0)
+    # message_size counts elements: 1 Mi half elements = 2 MiB, 1 Mi int8 elements = 1 MiB.
+    assert df[df.op == "all_gather"].bytes.item() == 2 * 1048576
+    assert df[df.op == "all_to_all"].bytes.item() == 1048576
+    ar = df[df.op == "all_reduce"].iloc[0]
+    assert ar.bytes == 2 * 65536 and "custom_allreduce" in ar.source
+    assert df[df.op == "moe"].latency_ms.item() == pytest.approx(0.1)
+
+
+def test_aic_import_errors_name_the_fix() -> None:
+    with pytest.raises(SpecError, match="no sglang kernel tables.*--framework"):
+        T.load_aic("h200-sxm", "sglang", AIC)
+    with pytest.raises(SpecError, match="no measured kernel tables for system 'b200'.*known: h200_sxm"):
+        T.load_aic("b200", "trtllm", AIC)
+    with pytest.raises(SpecError, match="unknown framework"):
+        T.load_aic("h200-sxm", "tensorrt", AIC)
+
+
+def test_heldout_split_is_fixed_and_per_table() -> None:
+    df = pd.DataFrame({"op": ["gemm"] * 100 + ["moe"] * 50, "source": ["a"] * 100 + ["b"] * 50})
+    mask = T.heldout_mask(df)
+    assert mask[:100].sum() == 20 and mask[100:].sum() == 10
+    assert np.array_equal(mask, T.heldout_mask(df.copy()))
+    assert not np.array_equal(mask, T.heldout_mask(df, seed=1))
+
+
+# ---- own CSV format ----
+
+
+def test_kernel_csv_reads(tmp_path: Path) -> None:
+    df = T.read_csv(DATA / "kernels_tiny.csv")
+    assert len(df) == 9 and set(df.op) <= set(T.OPS)
+    assert df.loc[df.op == "moe", "tokens"].item() == 256
+    T.write_csv(df, tmp_path / "round.csv")
+    again = T.read_csv(tmp_path / "round.csv")
+    pd.testing.assert_frame_equal(again, df)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.assign(op=d.op.replace("gemm", "matmul")), "unknown op.*matmul"),
+    (lambda d: d.drop(columns=["latency_ms"]), "missing column.*latency_ms"),
+    (lambda d: d.assign(latency_ms=-1.0), "latency_ms must be a number > 0"),
+    (lambda d: d.assign(m=np.nan), r"\(gemm\) needs column m > 0"),
+    (lambda d: d.assign(dtype="int4"), "unknown dtype value"),
+    (lambda d: d.assign(speed=1.0), "unknown column.*speed"),
+])
+def test_malformed_kernel_csv_is_a_clear_error(tmp_path: Path, edit, message: str) -> None:
+    df = pd.read_csv(DATA / "kernels_tiny.csv", comment="#")
+    path = tmp_path / "bad.csv"
+    edit(df).to_csv(path, index=False)
+    with pytest.raises(SpecError, match=message):
+        T.read_csv(path)
+
+
+# ---- kernel formulas with the calibrated terms (hand-computed) ----
+
+
+def test_gemm_latency_terms_hand_computed() -> None:
+    hw = js.load_hardware("h200-sxm", calibrated=False)
+    eff = js.Efficiency(gemm_compute_frac=0.5, gemm_half_rows=0.0, gemm_memory_frac=0.5, gemm_fp8_scale=0.5,
+                        gemm_latency_s=3e-6, gemm_quant_latency_s=2e-6)
+    import equinox as eqx
+
+    hw = eqx.tree_at(lambda h: h.eff, hw, eff)
+    # FP8, compute-bound: 1e13 FLOP at 1979e12 × 0.5 × 0.5 FLOP/s, plus 3 µs + 2 µs (sum: p = 1).
+    t = float(kernels.gemm_s(hw, 1e13, 1.0, 1e9, 1.0))
+    assert t == pytest.approx(1e13 / (1979e12 * 0.25) + 5e-6, rel=1e-5)
+    # BF16: no quantisation latency, no FP8 scale.
+    t = float(kernels.gemm_s(hw, 1e13, 1.0, 1e9, 2.0))
+    assert t == pytest.approx(1e13 / (989e12 * 0.5) + 3e-6, rel=1e-5)
+    # p-norm overlap: p = 2 → sqrt(work² + latency²).
+    hw2 = eqx.tree_at(lambda h: h.eff.gemm_latency_p, hw, 2.0)
+    work = 4.8e9 / (4.8e12 * 0.5)
+    assert float(kernels.gemm_s(hw2, 1.0, 4.8e9, 1e9, 2.0)) == pytest.approx(math.hypot(work, 3e-6), rel=1e-5)
+
+
+# ---- fit ----
+
+
+def _synthetic_gemm_table(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    m = np.exp(rng.uniform(0, math.log(16384), n)).round()
+    nn = rng.choice([1024, 2048, 4096, 7168, 16384], n)
+    k = rng.choice([512, 2048, 4096, 7168], n)
+    dtype = rng.choice(["bf16", "fp8"], n)
+    return T.check_table(pd.DataFrame({"op": "gemm", "dtype": dtype, "m": m, "n": nn, "k": k, "latency_ms": 1.0,
+                                       "source": "synthetic"}), "synthetic")
+
+
+def test_fit_recovers_known_parameters() -> None:
+    truth = {"gemm_compute_frac": 0.8, "gemm_fp8_scale": 0.7, "gemm_half_rows": 96.0, "gemm_memory_frac": 0.75,
+             "gemm_latency_s": 4e-6, "gemm_quant_latency_s": 3e-6, "gemm_latency_p": 1.5}
+    base = js.load_hardware("h200-sxm", calibrated=False)
+    true_hw = FT.apply_params(base, truth)
+    rng = np.random.default_rng(0)
+    df = _synthetic_gemm_table(rng, 400)
+    df["latency_ms"] = FT.predict(true_hw, df)["pred_ms"] * np.exp(rng.normal(0, 0.01, len(df)))  # 1 % noise
+    result = FT.fit(base, df, adam_steps=800)
+    for name, value in truth.items():
+        assert result.values[name] == pytest.approx(value, rel=0.15), name
+    pred = FT.predict(result.hw, df)
+    assert float(np.median(np.abs(pred.pred_ms / df.latency_ms - 1))) < 0.02
+
+
+def test_calibrate_from_csv_writes_a_loadable_file(tmp_path: Path) -> None:
+    cal = C.calibrate("h200-sxm", None, DATA / "kernels_tiny.csv", heldout_frac=0.0, adam_steps=20, lbfgs_steps=0)
+    path = C.write(cal, tmp_path, default=True, command="test")
+    data = tomllib.loads(path.read_text())
+    assert data["name"] == "h200-sxm" and data["provenance"]["package"] == "user CSV"
+    assert sum(data["provenance"]["points_fit"].values()) == 9
+    assert set(data["efficiency"]) >= {"gemm_compute_frac", "moe_latency_us", "decode_attn_memory_frac"}
+
+
+# ---- the roofline floor ----
+
+
+def _random_rows(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    pick = lambda xs: rng.choice(xs, n)  # noqa: E731
+    logu = lambda lo, hi: np.exp(rng.uniform(math.log(lo), math.log(hi), n)).round()  # noqa: E731
+    parts = [
+        pd.DataFrame({"op": "gemm", "dtype": pick(["bf16", "fp8", "fp4"]), "m": logu(1, 65536), "n": logu(64, 65536),
+                      "k": logu(64, 65536)}),
+        pd.DataFrame({"op": "moe", "dtype": pick(["bf16", "fp8", "fp4"]), "tokens": logu(1, 65536),
+                      "hidden": pick([2048, 4096, 7168]), "inter": pick([768, 2048]), "topk": pick([4, 8]),
+                      "experts": pick([128, 256]), "moe_tp": pick([1, 2]), "moe_ep": pick([1, 8, 64])}),
+        *[pd.DataFrame({"op": op, "dtype": pick(["bf16", "fp8"]), "kv_dtype": pick(["bf16", "fp8"]),
+                        "batch": logu(1, 1024), "seq_len": logu(1, 16384) if op.startswith("context") else 1.0,
+                        "prefix": logu(1, 131072) - 1, "heads": pick([8, 16, 64, 128]), "kv_heads": pick([1, 8]),
+                        "head_dim": pick([64, 128]), "window": pick([0, 128])})
+          for op in ("context_attention", "generation_attention", "context_mla", "generation_mla")],
+        *[pd.DataFrame({"op": op, "gpus": pick([2, 4, 8]), "bytes": logu(128, 1e9)}) for op in T.COLLECTIVES],
+    ]
+    df = pd.concat(parts, ignore_index=True)
+    df["latency_ms"] = 1.0
+    return T.check_table(df, "random")
+
+
+@pytest.mark.parametrize("system", SHIPPED)
+def test_calibrated_model_is_never_below_the_roofline(system: str) -> None:
+    hw = js.load_hardware(system)
+    pred = FT.predict(hw, _random_rows(np.random.default_rng(5), 200))
+    assert (pred.pred_ms >= pred.roofline_ms * (1 - 1e-6)).all()
+    # The roofline itself, recomputed here for GEMMs: max(2mnk / peak, bytes / HBM).
+    g = pred[pred.op == "gemm"]
+    peak = g.dtype.map({"bf16": float(hw.bf16_flop_per_s), "fp8": float(hw.fp8_flop_per_s),
+                        "fp4": float(hw.fp4_flop_per_s)})
+    wb = g.dtype.map({"bf16": 2.0, "fp8": 1.0, "fp4": 0.5})
+    bound = np.maximum(2 * g.m * g.n * g.k / peak, (g.n * g.k * wb + g.m * (g.n + g.k) * 2) / float(hw.hbm_bytes_per_s))
+    np.testing.assert_allclose(g.roofline_ms, bound * 1e3, rtol=1e-4)
+
+
+def test_extreme_parameters_never_beat_the_roofline() -> None:
+    base = js.load_hardware("b200", calibrated=False)
+    big = {name: 50.0 for group in FT.GROUPS.values() for name, coord in group if coord != "logit"}
+    hw = FT.apply_params(base, {**big, **{n: 1.0 for g in FT.GROUPS.values() for n, c in g if c == "logit"}})
+    pred = FT.predict(hw, _random_rows(np.random.default_rng(9), 100))
+    assert (pred.pred_ms >= pred.roofline_ms * (1 - 1e-6)).all()
+
+
+# ---- shipped calibrations and how presets read them ----
+
+
+@pytest.mark.parametrize("system", SHIPPED)
+def test_shipped_calibration_is_the_default(system: str) -> None:
+    path = specs_dir() / "calibration" / f"{system}.toml"
+    data = tomllib.loads(path.read_text())
+    prov = data["provenance"]
+    assert prov["package"] == "aiconfigurator-core" and prov["version"] and prov["framework"] in T.FRAMEWORKS
+    assert min(prov["points_fit"].values()) > 0
+    hw, raw = js.load_hardware(system), js.load_hardware(system, calibrated=False)
+    assert float(hw.eff.gemm_compute_frac) == pytest.approx(data["efficiency"]["gemm_compute_frac"], rel=1e-6)
+    assert float(hw.eff.gemm_latency_s) == pytest.approx(data["efficiency"]["gemm_latency_us"] * 1e-6, rel=1e-6)
+    assert float(raw.eff.gemm_latency_s) == 0.0  # the hardware file alone has no kernel latency
+
+
+def test_framework_calibration_falls_back_to_the_default() -> None:
+    assert js.load_hardware("h200-sxm", framework="no-such-framework").eff == js.load_hardware("h200-sxm").eff
+
+
+# ---- CLI ----
+
+
+def test_cli_calibrate_from_csv(tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["calibrate", "--system", "h200-sxm", "--data", str(DATA / "kernels_tiny.csv"),
+                                 "--out", str(tmp_path), "--steps", "5", "--framework", "vllm"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "h200-sxm-vllm.toml").is_file()
+
+
+def test_cli_calibrate_bad_input_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(T, "aic_data_root", lambda: None)
+    monkeypatch.setattr(C, "aic_data_root", lambda: None)
+    runner = CliRunner()
+    r = runner.invoke(app, ["calibrate", "--system", "h200-sxm", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "pip install 'jaxsim-serving[calibrate]'" in r.output
+    r = runner.invoke(app, ["calibrate", "--system", "tpu-v9", "--data", str(AIC), "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown system" in r.output
+    r = runner.invoke(app, ["calibrate", "--system", "h200-sxm", "--data", str(AIC), "--framework", "sglang",
+                            "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "no sglang kernel tables" in r.output
