@@ -610,7 +610,8 @@ def _register_extensions() -> None:
         module.register(app)
 
 
-_register_extensions()
+if __name__ != "__main__":  # under `python -m jaxsim.cli` the block at the end imports this module properly
+    _register_extensions()
 
 
 def main() -> None:
@@ -626,4 +627,6 @@ def main() -> None:
     app()
 
 if __name__ == "__main__":
-    main()
+    from jaxsim.cli import main as _main  # the importable module, with the extension commands registered once
+
+    _main()

@@ -1,0 +1,5 @@
+"""`python -m jaxsim …` = the `jaxsim` command."""
+
+from jaxsim.cli import main
+
+main()
