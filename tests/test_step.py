@@ -79,6 +79,9 @@ def test_scaling_every_rate_divides_time(model: js.Model, h200: js.Hardware) -> 
     fast = eqx.tree_at(lambda h: [getattr(h, f) for f in TIME_FIELDS], fast, [getattr(h200, f) / k for f in TIME_FIELDS])
     fast = eqx.tree_at(lambda h: (h.eff.layer_overhead_s, h.eff.step_overhead_s), fast,
                        (h200.eff.layer_overhead_s / k, h200.eff.step_overhead_s / k))
+    # Fixed kernel and collective latencies (calibrated) are times too.
+    lat = [f for f in js.Efficiency.__dataclass_fields__ if f.endswith("_latency_s")]
+    fast = eqx.tree_at(lambda h: [getattr(h.eff, f) for f in lat], fast, [getattr(h200.eff, f) / k for f in lat])
     for d, b in random_cases(model, 8, 3):
         assert float(step(model, fast, d, b).total_s) == pytest.approx(float(step(model, h200, d, b).total_s) / k,
                                                                          rel=1e-5)
