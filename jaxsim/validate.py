@@ -45,6 +45,7 @@ import importlib.util
 import json
 import math
 import re
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -114,6 +115,31 @@ BF16_KV_CHECKPOINTS = ("openai/gpt-oss",)  # AIConfigurator's mxfp4 profile keep
 
 AGG_CHUNK = 8192.0  # `jaxsim estimate --ctx-tokens` default
 DEFAULT_SLO = SLO(ttft_s=2.0, tpot_s=0.05)  # `jaxsim estimate` defaults; they do not change TTFT or TPOT
+
+
+@dataclasses.dataclass(frozen=True)
+class Framework:
+    """What the serving framework adds to the engine model: whether its scheduler mixes prefill chunks into
+    decode iterations (`AggConfig.mixed_prefill`) and its fixed per-request time (`request_overhead_s`)."""
+
+    mixed_prefill: float = 1.0
+    request_overhead_s: float = 0.0
+
+
+# Schedulers by their documented defaults: vLLM V1 and TRT-LLM (in-flight batching) put prefill chunks and
+# decodes in one iteration; SGLang runs prefill batches apart unless `--enable-mixed-chunk` is given.
+# Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
+# calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
+# the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
+FRAMEWORKS = {"vllm": Framework(1.0, 0.051), "trtllm": Framework(1.0, 0.078), "sglang": Framework(0.0, 0.131)}
+OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
+
+
+def in_overhead_split(row_id: str, mode: str, concurrency: float) -> bool:
+    """Whether a row belongs to the calibration split the request overheads are estimated from: agg, concurrency
+    ≤ 4, and CRC32 of its id ≡ 0 (mod 4). Every other row is held out from that estimate."""
+    return (mode == "agg" and concurrency <= OVERHEAD_SPLIT_MAX_CONCURRENCY
+            and zlib.crc32(row_id.encode()) % 4 == 0)
 MOE_FAMILIES = ("deepseek", "qwen3-moe", "gpt-oss", "kimi")
 GROUPINGS = ("all", "mode", "system", "model", "framework", "family", "moe")
 
@@ -316,9 +342,11 @@ def agg_workers(concurrency: float, batch: float, dp: float) -> float:
     return float(round(k)) if k > 1 and abs(k - round(k)) < 1e-9 else 1.0
 
 
-def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None) -> Scenario | SkipReason:
+def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
+                    frameworks: Mapping[str, Framework] = FRAMEWORKS) -> Scenario | SkipReason:
     """The (model, hw, config, workload, slo, load) `jaxsim estimate` would evaluate for one CSV row, or
-    why the row cannot be modelled. `row` needs the `COLUMNS` and `concurrency` (see `load_silicon`)."""
+    why the row cannot be modelled. `row` needs the `COLUMNS` and `concurrency` (see `load_silicon`);
+    `frameworks` maps the `backend` column to its scheduler and overhead (unknown: `Framework()`)."""
     catalog = catalog if catalog is not None else Catalog()
     conc = _num(row.get("concurrency"))
     if conc is None:
@@ -347,7 +375,9 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None) -> S
         d = _deployment(row, "", m, hw, quant)
         if isinstance(d, SkipReason):
             return d
-        cfg = AggConfig(d, batch=batch, chunk=AGG_CHUNK, workers=agg_workers(conc, batch, float(d.dp)))
+        fw = frameworks.get(str(row["backend"]).strip().lower(), Framework())
+        cfg = AggConfig(d, batch=batch, chunk=AGG_CHUNK, workers=agg_workers(conc, batch, float(d.dp)),
+                        mixed_prefill=fw.mixed_prefill, request_overhead_s=fw.request_overhead_s)
     else:
         keys = ("prefill_batch_size", "decode_batch_size", "prefill_num_workers", "decode_num_workers")
         sizes = {k: _num(row[k]) for k in keys}
@@ -360,9 +390,10 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None) -> S
                 return pool
         pre, dec = pools
         assert isinstance(pre, Deployment) and isinstance(dec, Deployment)
+        fw = frameworks.get(str(row["backend"]).strip().lower(), Framework())
         cfg = DisaggConfig(pre, dec, prefill_batch=sizes["prefill_batch_size"],
                            decode_batch=sizes["decode_batch_size"], prefill_workers=sizes["prefill_num_workers"],
-                           decode_workers=sizes["decode_num_workers"])
+                           decode_workers=sizes["decode_num_workers"], request_overhead_s=fw.request_overhead_s)
     return Scenario(m, hw, cfg, w, DEFAULT_SLO, Load("concurrency", conc))
 
 
@@ -533,19 +564,20 @@ class ValidationResult:
                                        self.rows.loc[status == OK, "pred_verdict"].value_counts().items()}}
 
 
-def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: str | Path | None = None
-             ) -> ValidationResult:
+def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: str | Path | None = None,
+             frameworks: Mapping[str, Framework] = FRAMEWORKS) -> ValidationResult:
     """Predict every modellable row of a silicon table (from `load_silicon`) and label every other one.
 
     Args:
         df: the table, one measurement per row, with `COLUMNS` and `concurrency`.
         catalog: model / hardware resolver (default: presets plus `model_configs`).
         model_configs: folder of bundled `<org>--<name>_config.json` files for models without a preset.
+        frameworks: scheduler and request overhead per `backend` (default `FRAMEWORKS`).
     """
     catalog = catalog if catalog is not None else Catalog(model_configs)
     n = len(df)
     records = df.to_dict("records")
-    parsed = [row_to_scenario(r, catalog) for r in records]
+    parsed = [row_to_scenario(r, catalog, frameworks) for r in records]
     status = np.array([p.reason if isinstance(p, SkipReason) else OK for p in parsed], dtype=object)
     detail = np.array([p.detail if isinstance(p, SkipReason) else "" for p in parsed], dtype=object)
 
@@ -606,5 +638,7 @@ def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: st
         "pred_decode_batch": pred["pred_decode_batch"],
         "measurement": measurement,
         "exact_copy": df.drop(columns=["id", "silicon_data_source"]).duplicated().to_numpy(),
+        "overhead_split": [in_overhead_split(str(i), str(m).strip().lower(), float(c)) for i, m, c in
+                           zip(df["id"], df["mode"], df["concurrency"], strict=True)],
     })
     return ValidationResult(rows)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,12 @@ def stderr_of(result: object) -> str:
 @pytest.fixture(scope="module")
 def result() -> V.ValidationResult:
     return V.validate(V.load_silicon(TINY))
+
+
+@pytest.fixture(scope="module")
+def neutral() -> V.ValidationResult:
+    """The tiny sample with every framework at `jaxsim estimate`'s defaults (mixed prefill, no overhead)."""
+    return V.validate(V.load_silicon(TINY), frameworks={})
 
 
 @pytest.fixture(scope="module")
@@ -157,13 +164,40 @@ ESTIMATE_FLAGS = {
 
 
 @pytest.mark.parametrize("row_id", sorted(ESTIMATE_FLAGS))
-def test_predictions_equal_jaxsim_estimate(result: V.ValidationResult, row_id: str) -> None:
+def test_predictions_equal_jaxsim_estimate(neutral: V.ValidationResult, row_id: str) -> None:
+    """With the framework fields at their defaults, validation predicts exactly what `jaxsim estimate` does."""
     out = runner.invoke(main_app, ["estimate", "--system", "h200_sxm", *ESTIMATE_FLAGS[row_id], "--json"])
     assert out.exit_code == 0, out.output
     est = json.loads(out.stdout)
-    row = result.rows.set_index("id").loc[row_id]
+    row = neutral.rows.set_index("id").loc[row_id]
     assert row["pred_ttft_ms"] == pytest.approx(est["ttft_ms"], rel=1e-4)
     assert row["pred_tpot_ms"] == pytest.approx(est["tpot_ms"], rel=1e-4)
+
+
+def test_framework_fields_follow_the_backend(result: V.ValidationResult, neutral: V.ValidationResult) -> None:
+    """TRT-LLM (mixed prefill, like the default) only adds its request overhead to TTFT; the SGLang disagg row
+    adds its overhead before the closed-loop bound, so its TTFT grows by at most that much."""
+    a, b = result.rows.set_index("id"), neutral.rows.set_index("id")
+    for row_id in ("tiny_ds_agg_c256", "tiny_qwen3_32b_4_workers"):  # trtllm agg rows
+        assert a.loc[row_id, "pred_ttft_ms"] == pytest.approx(b.loc[row_id, "pred_ttft_ms"] + 78.0, rel=1e-5)
+        assert a.loc[row_id, "pred_tpot_ms"] == pytest.approx(b.loc[row_id, "pred_tpot_ms"], rel=1e-6)
+    sg = "tiny_ds_disagg_c64"
+    assert b.loc[sg, "pred_ttft_ms"] < a.loc[sg, "pred_ttft_ms"] <= b.loc[sg, "pred_ttft_ms"] + 131.0 * (1 + 1e-5)
+    row = V.load_silicon(TINY).set_index("id").loc["tiny_qwen3_agg_c16"].to_dict()
+    row["id"] = "tiny_qwen3_agg_c16"
+    for backend, mixed, overhead in (("sglang", 0.0, 0.131), ("vllm", 1.0, 0.051), ("other", 1.0, 0.0)):
+        s = V.row_to_scenario({**row, "backend": backend}, V.Catalog())
+        assert isinstance(s, V.Scenario)
+        assert float(s.config.mixed_prefill) == mixed  # type: ignore[union-attr]
+        assert float(s.config.request_overhead_s) == pytest.approx(overhead)
+
+
+def test_overhead_split_is_declared_and_small() -> None:
+    assert V.in_overhead_split("x", "agg", 4.0) == (zlib.crc32(b"x") % 4 == 0)
+    assert not V.in_overhead_split("x", "agg", 8.0) and not V.in_overhead_split("x", "disagg", 1.0)
+    ids = [f"row{i}" for i in range(4000)]
+    share = np.mean([V.in_overhead_split(i, "agg", 1.0) for i in ids])
+    assert 0.2 < share < 0.3  # one in four of the light-load agg rows
 
 
 def test_catalog_reads_bundled_configs_and_rejects_hybrids(tmp_path: Path) -> None:

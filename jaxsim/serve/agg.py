@@ -3,29 +3,55 @@
 Every iteration of a rank runs the decode tokens of its running requests plus up to `chunk` prompt
 tokens of new ones. In steady state each request spends `output / a` decode iterations (a = tokens
 accepted per step, 1 without speculation), so the ranks must prefill `batch × input × a / output`
-prompt tokens per iteration to keep `batch` requests running; when that exceeds the chunk, prefill
-limits the batch to `chunk × output / (input × a)`. Cached prefix tokens skip prefill compute but hold
-KV and are attended to. The decode batch holds requests at every stage of their output, so its KV
-lengths spread uniformly over [prefix + input, prefix + input + output].
+prompt tokens per iteration on average to keep `batch` requests running; when that exceeds the chunk,
+prefill limits the batch to `chunk × output / (input × a)`. Cached prefix tokens skip prefill compute
+but hold KV and are attended to. The decode batch holds requests at every stage of their output, so
+its KV lengths spread uniformly over [prefix + input, prefix + input + output].
 
-TPOT = mean iteration latency / a (prefill chunks amortised over the iterations). TTFT = queueing +
-ceil(input / chunk) iterations that each carry one chunk of min(input, chunk) prompt tokens besides the
-decodes — such an iteration is longer than the mean one.
-Throughput = groups × batch × a / iteration latency, where a group is one DP rank of one instance
+Prefill is bursty, not spread: a scheduler admits waiting prompts into the next iteration up to the
+chunk budget, so a few iterations carry `P` prefill tokens each and the others are decode-only.
+`P` = the prompts admitted together (`admitted_prompts`: one prompt's chunk under saturation or
+open-loop arrivals; under a closed loop of N synchronised clients with equal lengths, all of a rank's
+running requests arrive together and re-form the same groups every round) × min(input, chunk), at
+least the spread-out mean and at most the chunk. Per `output / a` decode steps a rank runs
+`k = batch × input / P` prefill-carrying iterations:
+
+- `mixed_prefill = 1` (vLLM, TRT-LLM): they ride with the decodes, mean iteration
+  = ((iters − k) × T(batch decodes) + k × T(batch decodes + P prefill)) / iters;
+- `mixed_prefill = 0` (SGLang's default): prefill batches run apart and pause the decodes, time per
+  decode step = T(batch decodes) + k / iters × T(P prefill alone).
+Because expert weight traffic is concave in tokens, the bursty mean is below the spread one for MoE
+models at small batch (dense models are nearly linear and see no difference).
+
+TPOT = time per decode step / a. TTFT = `request_overhead_s` (HTTP, tokenisation, scheduling and
+streaming the first token: a constant of the serving framework) + queueing + ceil(input / chunk)
+prefill-carrying iterations (+ the wait behind the rest of its group when a synchronised closed loop
+meets a scheduler that runs prefill apart: `queueing.wave_iterations`).
+Throughput = groups × batch × a / time per decode step, where a group is one DP rank of one instance
 (× pp with pipeline parallelism, which keeps pp groups in flight); per GPU ÷ all GPUs of the instances.
 """
 
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jax import Array
+from jax.typing import ArrayLike
 
 from jaxsim import smooth
 from jaxsim.cost import kernels as K
 from jaxsim.cost import memory as Mem
 from jaxsim.serve.metrics import Breakdown, Metrics, assemble
-from jaxsim.serve.queueing import SATURATION, Load, queue_wait, running_batch, served_rate
+from jaxsim.serve.queueing import (
+    SATURATION,
+    Load,
+    admitted_prompts,
+    queue_wait,
+    running_batch,
+    served_rate,
+    wave_iterations,
+)
 from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import SLO, Deployment, Hardware, Model, StepBatch, Workload, _num
 from jaxsim.step import StepCost, step_cost
@@ -33,12 +59,19 @@ from jaxsim.step import StepCost, step_cost
 
 class AggConfig(eqx.Module):
     """Aggregated serving: `workers` identical instances of `deploy`; per attention-DP rank up to
-    `batch` running requests and a prefill budget of `chunk` tokens per iteration."""
+    `batch` running requests and a prefill budget of `chunk` tokens per iteration.
+
+    `mixed_prefill` (1 by default, Sarathi / vLLM / TRT-LLM; 0 for SGLang's default scheduler) says whether
+    prefill chunks ride with the decodes or run as iterations of their own; `request_overhead_s` (0 by
+    default) is the framework's fixed per-request time outside the iterations (see the module docstring).
+    """
 
     deploy: Deployment
     batch: Array = _num(64.0)
     chunk: Array = _num(8192.0)
     workers: Array = _num(1.0)
+    mixed_prefill: Array = _num(1.0)  # 1: prefill chunks share iterations with decodes; 0: run apart
+    request_overhead_s: Array = _num(0.0)  # per-request time outside the engine iterations, added to TTFT
 
 
 def decode_batch(w: Workload, decode_requests: Array, context_grows: bool = True) -> StepBatch:
@@ -66,6 +99,23 @@ def chunk_batch(w: Workload, running: Array, chunk: Array, mode: Mode) -> StepBa
                         jnp.ones_like(running)))
 
 
+def burst_batch(w: Workload, running: Array, prefill_tokens: Array, decode_share: ArrayLike) -> StepBatch:
+    """An iteration that carries `prefill_tokens` prompt tokens (whole prompts or one chunk) beside
+    `decode_share × running` decodes (1: mixed with the decodes, 0: a prefill iteration of its own)."""
+    b = decode_batch(w, running * decode_share)
+    return eqx.tree_at(lambda x: (x.prefill_tokens, x.prefill_context, x.prefill_sequences), b,
+                       (prefill_tokens, w.prefix_tokens + 0.5 * w.input_tokens,
+                        smooth.maximum(prefill_tokens / w.input_tokens, 1.0)))
+
+
+def prefill_burst_tokens(w: Workload, running: Array, admitted: Array, iters_per_request: Array, chunk: Array,
+                         mode: Mode) -> Array:
+    """Prompt tokens a prefill-carrying iteration holds: `admitted` prompts' chunks, at least the spread-out
+    mean `running × input / iterations per request`, at most the chunk."""
+    group = admitted * smooth.minimum(w.input_tokens, chunk, mode)
+    return smooth.minimum(smooth.maximum(group, running * w.input_tokens / iters_per_request, mode), chunk, mode)
+
+
 def pool_mfu(c: StepCost, hw: Hardware, d: Deployment) -> Array:
     """Model FLOP/s of one GPU over its dense peak at the GEMM weight precision (with PP, each stage's
     GPU sees `pp` micro-batches per iteration latency)."""
@@ -83,29 +133,43 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     groups = cfg.workers * d.dp * d.pp
     # Prefill caps the running batch: admissions per iteration × input ≤ chunk.
     batch_cap = smooth.minimum(cfg.batch, cfg.chunk * iters_per_request / w.input_tokens, mode)
+    mix = cfg.mixed_prefill
 
-    def iteration(running: Array) -> StepCost:
-        return step_cost(m, hw, d, mixed_batch(w, running, iters_per_request, cfg.chunk, mode), mode)
+    def cycle(running: Array) -> tuple[Array, StepCost, StepCost, Array]:
+        """(time per decode step, decode-only iteration, prefill-carrying iteration, prefill-carrying
+        iterations per decode step)."""
+        tokens = prefill_burst_tokens(w, running, admitted_prompts(load, running), iters_per_request, cfg.chunk,
+                                      mode)
+        dec = step_cost(m, hw, d, decode_batch(w, running), mode)
+        burst = step_cost(m, hw, d, burst_batch(w, running, tokens, mix), mode)
+        k = running * w.input_tokens / tokens / iters_per_request  # prefill-carrying iterations per decode step
+        return dec.total_s + k * (burst.total_s - mix * dec.total_s), dec, burst, k
 
-    full = iteration(batch_cap)
+    full_s, _, _, _ = cycle(batch_cap)
     if load.kind == "saturation":
-        running, cost = batch_cap, full
+        running = batch_cap
     else:
-        running = running_batch(load, batch_cap, groups, iters_per_request, full.total_s)
-        cost = iteration(running)
-    with_chunk = step_cost(m, hw, d, chunk_batch(w, running, cfg.chunk, mode), mode)
+        running = running_batch(load, batch_cap, groups, iters_per_request, full_s)
+    step_s, dec, burst, k = cycle(running)
+    # Per decode step: the decode-only iteration, less the share the bursts replace, plus the bursts.
+    weights = (1.0 - mix * k, k)
+    parts = [Breakdown.of_step(c) for c in (dec, burst)]
+    breakdown = jax.tree.map(lambda x, y: weights[0] * x + weights[1] * y, *parts)
+    flops = weights[0] * dec.flops + weights[1] * burst.flops
+    mfu = flops * d.pp / step_s / K.peak_flop_per_s(hw, d.gemm_weight_bytes)
 
-    tpot = cost.total_s / a
-    capacity = groups * batch_cap / iters_per_request / full.total_s
-    requests_per_s = served_rate(load, groups * running / iters_per_request / cost.total_s, capacity)
+    tpot = step_s / a
+    capacity = groups * batch_cap / iters_per_request / full_s
+    requests_per_s = served_rate(load, groups * running / iters_per_request / step_s, capacity)
     chunks = smooth.ceil(w.input_tokens / cfg.chunk, mode)
     # A prefill server (one group) spends input/chunk of an iteration's budget on each prompt.
-    wait, overload = queue_wait(load, groups * batch_cap, capacity, w.input_tokens / cfg.chunk * full.total_s,
-                                groups)
-    ttft = chunks * with_chunk.total_s + wait
+    wait, overload = queue_wait(load, groups * batch_cap, capacity, w.input_tokens / cfg.chunk * full_s, groups)
+    # With prefill apart from decode, a synchronised group is prefilled back to back every round.
+    wave = wave_iterations(load, k * iters_per_request, chunks, mode) * (1.0 - mix) * burst.total_s
+    ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait
     gpus = cfg.workers * d.gpus
-    mem_frac = jnp.maximum(cost.memory_bytes, with_chunk.memory_bytes) / Mem.usable_bytes_per_gpu(hw)
+    mem_frac = jnp.maximum(dec.memory_bytes, burst.memory_bytes) / Mem.usable_bytes_per_gpu(hw)
     return assemble(ttft_s=ttft, tpot_s=tpot, requests_per_s=requests_per_s, gpus=gpus, output_tokens=w.output_tokens,
-                    slo=slo, memory_frac=mem_frac, valid=cost.valid, overload=overload, decode_batch=running,
-                    mfu=pool_mfu(cost, hw, d), breakdown=Breakdown.of_step(cost),
-                    decode_memory_bytes=cost.memory_bytes, mode=mode)
+                    slo=slo, memory_frac=mem_frac, valid=dec.valid * burst.valid, overload=overload,
+                    decode_batch=running, mfu=mfu, breakdown=breakdown,
+                    decode_memory_bytes=jnp.maximum(dec.memory_bytes, burst.memory_bytes), mode=mode)

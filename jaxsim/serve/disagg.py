@@ -11,7 +11,11 @@ Given worker counts, the slower pool sets the system rate min(W_p r_p, W_d r_d).
 `decode_workers = 0` the pools are rate-matched: one decode instance and W_p = r_d / r_p prefill
 instances (continuous), which gives the closed form
     output tokens/s/GPU = output / (g_p / r_p + g_d / r_d).
-TTFT = queueing + the prefill iteration + the KV transfer. TPOT = decode iteration latency / a.
+TTFT = `request_overhead_s` (the framework's fixed per-request time: HTTP, tokenisation, routing,
+streaming) + queueing + the prefill iteration + the KV transfer + one decode step (the decode instance
+admits the request at its next iteration and emits the first token with it). Under a closed loop the
+queueing is at least what the slower pool imposes (`queueing.bottleneck_wait`), so the model's own
+numbers obey Little's law. TPOT = decode iteration latency / a.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from __future__ import annotations
 import equinox as eqx
 import jax.numpy as jnp
 from jax import Array
+from jax.typing import ArrayLike
 
 from jaxsim.cost import comm
 from jaxsim.cost import flops as F
 from jaxsim.cost import memory as Mem
 from jaxsim.serve.agg import decode_batch, pool_mfu
 from jaxsim.serve.metrics import Breakdown, Metrics, assemble
-from jaxsim.serve.queueing import SATURATION, Load, queue_wait, running_batch, served_rate
+from jaxsim.serve.queueing import SATURATION, Load, bottleneck_wait, queue_wait, running_batch, served_rate
 from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import SLO, Deployment, Hardware, Model, StepBatch, Workload, _num
 from jaxsim.step import StepCost, step_cost
@@ -41,6 +46,7 @@ class DisaggConfig(eqx.Module):
     decode_batch: Array = _num(64.0)
     prefill_workers: Array = _num(1.0)
     decode_workers: Array = _num(0.0)
+    request_overhead_s: Array = _num(0.0)  # per-request time outside the engine iterations, added to TTFT
 
 
 def prefill_step(m: Model, hw: Hardware, d: Deployment, w: Workload, prompts: Array, mode: Mode) -> StepCost:
@@ -112,7 +118,8 @@ def plain_decode_pool(m: Model, hw: Hardware, d: Deployment, batch: Array, w: Wo
 
 
 def compose_pd(m: Model, hw: Hardware, prefill: Deployment, prefill_batch: Array, prefill_workers: Array,
-               decode_workers: Array, pool: DecodePool, w: Workload, slo: SLO, load: Load, mode: Mode) -> Metrics:
+               decode_workers: Array, pool: DecodePool, w: Workload, slo: SLO, load: Load, mode: Mode,
+               request_overhead_s: ArrayLike = 0.0) -> Metrics:
     """Metrics of a prefill pool feeding `pool` (plain decode or AFD) under rate matching or given counts."""
     pre = prefill_step(m, hw, prefill, w, prefill_batch, mode)
     r_p = prefill.dp * prefill_batch / pre.interval_s
@@ -124,7 +131,9 @@ def compose_pd(m: Model, hw: Hardware, prefill: Deployment, prefill_batch: Array
     capacity = jnp.minimum(w_p * r_p, w_d * pool.capacity_rps)
     gpus = w_p * prefill.gpus + w_d * pool.gpus
     wait, overload = queue_wait(load, w_d * pool.slots, capacity, pre.interval_s / (prefill.dp * prefill_batch), w_p)
-    ttft = wait + pre.total_s + kv_transfer_s(m, hw, prefill, pool.gpus, w)
+    unqueued = request_overhead_s + pre.total_s + kv_transfer_s(m, hw, prefill, pool.gpus, w) + pool.tpot_s
+    wait = jnp.maximum(wait, bottleneck_wait(load, capacity, unqueued + (w.output_tokens - 1.0) * pool.tpot_s, mode))
+    ttft = wait + unqueued
     pre_mem = pre.memory_bytes / Mem.usable_bytes_per_gpu(hw)
     mem_frac = jnp.maximum(pre_mem, pool.memory_frac)
     mfu = (w_p * prefill.gpus * pool_mfu(pre, hw, prefill) + w_d * pool.gpus * pool.mfu) / gpus
@@ -143,4 +152,4 @@ def disagg_metrics(m: Model, hw: Hardware, cfg: DisaggConfig, w: Workload, slo: 
     instances = jnp.where(cfg.decode_workers <= 0, 1.0, cfg.decode_workers)
     pool = plain_decode_pool(m, hw, cfg.decode, cfg.decode_batch, w, load, instances, mode)
     return compose_pd(m, hw, cfg.prefill, cfg.prefill_batch, cfg.prefill_workers, cfg.decode_workers, pool, w,
-                      slo, load, mode)
+                      slo, load, mode, cfg.request_overhead_s)

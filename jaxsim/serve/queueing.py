@@ -6,7 +6,16 @@ Three loads (`Load.kind`, static):
   steady state throughput studies (and AIConfigurator) report.
 - `concurrency` N (closed loop, what benchmark clients do): N requests are always in the system. If
   they fit the decode slots, each rank runs N / ranks of them and nobody waits; the excess waits for a
-  slot, and by Little's law its mean wait is excess / throughput.
+  slot, and by Little's law its mean wait is excess / throughput. The clients start together and send
+  requests of equal lengths (benchmark tools such as aiperf / genai-perf `--concurrency N` with fixed
+  ISL / OSL and `ignore_eos`), so requests that were admitted together finish together and their
+  successors arrive together: a rank's prompts arrive as one group each round and are prefilled in the
+  same iteration(s) (`admitted_prompts`). After the first round (benchmarks discard it as warm-up) each
+  group is admitted as it arrives; a group larger than the prefill budget splits into budget-sized groups
+  that keep their spacing, so no request waits behind another group's prefill — when prefill chunks ride
+  with the decodes. A scheduler that runs prefill batches apart and first (SGLang's default) starts every
+  sub-group's decodes only after the group's last prefill batch, so the whole group finishes and returns
+  together each round and its prompts queue behind each other (`wave_iterations`).
 - `rate` λ (open loop, Poisson arrivals, requests/s): the running batch follows Little's law,
   batch = λ/ranks × (iterations per request) × (iteration time at the configured batch) — one
   fixed-point step from the full batch, so an upper bound —, capped at the configured batch. Prompts
@@ -23,6 +32,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
+from jaxsim import smooth
+from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import _num
 
 LOAD_KINDS = ("saturation", "concurrency", "rate")
@@ -60,6 +71,38 @@ def running_batch(load: Load, batch_cap: ArrayLike, ranks: ArrayLike, iterations
     if load.kind == "rate":
         return jnp.minimum(batch_cap, load.value / ranks * iterations_per_request * iteration_s)
     return batch_cap
+
+
+def admitted_prompts(load: Load, running: ArrayLike) -> Array:
+    """Prompts a rank admits into one prefill-carrying iteration (before the chunk budget caps them): the
+    whole group of its running requests under a synchronised closed loop, else one (prompts that arrive
+    apart, or a saturated queue drained one prompt's chunk at a time)."""
+    running = jnp.asarray(running)
+    if load.kind == "concurrency":
+        return jnp.maximum(running, 1.0)
+    return jnp.ones_like(running)
+
+
+def wave_iterations(load: Load, group_iterations: ArrayLike, own_iterations: ArrayLike, mode: Mode = HARD) -> Array:
+    """Prefill iterations a prompt waits for other prompts of its own group when the group is prefilled back
+    to back (a synchronised closed loop whose scheduler runs prefill apart from decode): the group needs
+    `group_iterations`, the prompt itself `own_iterations`; prompt j waits for the j − 1 batches before it,
+    half of the others on average. 0 for other loads."""
+    group_iterations = jnp.asarray(group_iterations)
+    if load.kind == "concurrency":
+        return 0.5 * smooth.relu(group_iterations - own_iterations, mode)
+    return jnp.zeros_like(group_iterations)
+
+
+def bottleneck_wait(load: Load, capacity_rps: ArrayLike, unqueued_latency_s: ArrayLike, mode: Mode = HARD) -> Array:
+    """Closed-loop wait that the unit's bottleneck imposes (asymptotic bound of a closed queueing network):
+    N requests circulate at no more than `capacity_rps`, so by Little's law each spends at least N / capacity
+    in the system; what that exceeds the latency without queueing (`unqueued_latency_s`) is spent waiting.
+    0 for other loads."""
+    excess = jnp.asarray(load.value / jnp.asarray(capacity_rps) - unqueued_latency_s)
+    if load.kind == "concurrency":
+        return smooth.relu(excess, mode)
+    return jnp.zeros_like(excess)
 
 
 def queue_wait(load: Load, slots: ArrayLike, capacity_rps: ArrayLike, prefill_service_s: ArrayLike,
