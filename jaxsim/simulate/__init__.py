@@ -15,7 +15,7 @@ from jaxsim.simulate.engine import (
     simulate,
     unit_of,
 )
-from jaxsim.simulate.run import simulate_batch, simulate_summary
+from jaxsim.simulate.run import simulate_batch, simulate_summary, summarize_batch
 from jaxsim.simulate.stats import STAT_NAMES, Summary, summarize
 from jaxsim.simulate.traffic import (
     ARRIVAL_KINDS,
@@ -50,6 +50,7 @@ __all__ = [
     "simulate_batch",
     "simulate_summary",
     "summarize",
+    "summarize_batch",
     "trace_traffic",
     "unit_of",
 ]

@@ -50,7 +50,7 @@ from jaxsim.serve.agg import AggConfig, decode_batch
 from jaxsim.serve.disagg import DisaggConfig, kv_transfer_s, plain_decode_pool, prefill_step
 from jaxsim.serve.estimate import Config
 from jaxsim.serve.queueing import SATURATION
-from jaxsim.simulate.traffic import Traffic, generate
+from jaxsim.simulate.traffic import Requests, Traffic, generate
 from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import Deployment, Hardware, Model, StepBatch, Workload
 from jaxsim.step import step_cost
@@ -607,9 +607,17 @@ def simulate(m: Model, hw: Hardware, cfg: Config, w: Workload, traffic: Traffic,
         key: PRNG key; the same key gives the same result.
         settings: static sizes (`Settings`).
     """
+    unit = unit_of(m, hw, cfg, w, traffic, mode)
+    tab = generate(key, traffic, w, settings.requests, unit.groups, m.max_context)
+    return run_requests(m, hw, cfg, w, traffic, tab, settings, mode)
+
+
+def run_requests(m: Model, hw: Hardware, cfg: Config, w: Workload, traffic: Traffic, tab: Requests,
+                 settings: Settings = DEFAULT_SETTINGS, mode: Mode = HARD) -> SimResult:
+    """`simulate` on a given request table (from `generate`); of `traffic` only the closed / open kind,
+    the concurrency, ramp and KV override are read."""
     R, S, W = settings.requests, settings.slots, settings.window
     unit = unit_of(m, hw, cfg, w, traffic, mode)
-    tab = generate(key, traffic, w, R, unit.groups, m.max_context)
     pad = max(S, W) + 1
     f32 = jnp.float32
 
