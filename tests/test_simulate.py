@@ -241,3 +241,50 @@ def test_missing_trace_and_bad_rates_are_rejected(tmp_path):
         sim.poisson(-1.0)
     with pytest.raises(SpecError, match="concurrency must be"):
         sim.closed_loop(0)
+
+
+# --------------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------------
+
+
+def _cli(*args: str):
+    from typer.testing import CliRunner
+
+    from jaxsim.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--rate", "-3"), "--rate must be > 0"),
+    (("--rate", "3", "--concurrency", "4"), "exactly one of"),
+    ((), "exactly one of"),
+    (("--trace", "/nonexistent/trace.csv"), "no such file"),
+    (("--concurrency", "8", "--lengths", "zipf"), "unknown --lengths"),
+    (("--concurrency", "8", "--requests", "0"), "--requests must be"),
+])
+def test_cli_rejects_bad_input_with_one_line(args, message):
+    result = _cli("simulate", *args)
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.output.strip().splitlines() if x]
+    assert len(lines) == 1 and message in lines[0], result.output
+
+
+@pytest.mark.slow
+def test_cli_writes_table_plot_and_trace(tmp_path):
+    out = tmp_path / "sim"
+    result = _cli("simulate", "--mode", "afd", "--attn-gpus", "8", "--ffn-gpus", "16", "--micro-batches", "3",
+                  "--workload", "chat", "--rate", "20", "--requests", "400", "--batch-size", "32", "--out", str(out),
+                  "--json")
+    assert result.exit_code == 0, result.output
+    import json
+
+    summary = json.loads(result.output)
+    assert summary["completed"] == summary["simulated_requests"] > 0
+    lat = summary["latency_ms"]
+    assert lat["TTFT"]["p50"] <= lat["TTFT"]["p90"] <= lat["TTFT"]["p99"]
+    assert (out / "latency_cdf.png").stat().st_size > 10_000
+    events = json.loads((out / "timeline.json").read_text())["traceEvents"]
+    assert any(e.get("cat") == "afd" and e["name"].startswith("FFN") for e in events)
+    assert sum(e.get("cat") == "iteration" for e in events) == 200

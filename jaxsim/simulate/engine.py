@@ -57,7 +57,7 @@ from jaxsim.step import step_cost
 
 SAMPLE_FIELDS = ("time_s", "kv_frac", "running", "waiting")
 TIMELINE_FIELDS = ("pool", "start_s", "duration_s", "decode_requests", "prefill_tokens", "prefill_sequences",
-                   "kv_frac")
+                   "kv_frac", "decode_context", "decode_context_spread", "prefill_context")
 POOL_AGG, POOL_PREFILL, POOL_DECODE = 0.0, 1.0, 2.0
 
 
@@ -352,8 +352,8 @@ def _write_window(x: Array, start: Array, mask: Array, value: Array) -> Array:
 
 
 def _record(st: State, settings: Settings, pool: Array, t0: Array, dt: Array, n_dec: Array,
-            pre_tok: Array, seqs: Array, kv_frac: Array, running: Array, waiting: Array, progress: Array
-            ) -> tuple[Array, Array]:
+            pre_tok: Array, seqs: Array, kv_frac: Array, running: Array, waiting: Array, progress: Array,
+            ctx: tuple[Array, Array, Array]) -> tuple[Array, Array]:
     """Append to the time series (every `sample_every` iterations) and the timeline (first iterations)."""
     T, every = settings.samples, settings.sample_every
     row = jnp.stack([t0 + dt, kv_frac, running, waiting]).astype(jnp.float32)
@@ -361,7 +361,7 @@ def _record(st: State, settings: Settings, pool: Array, t0: Array, dt: Array, n_
     take_sample = progress & (st.it % every == 0) & (k < T)
     samples = st.samples.at[jnp.where(take_sample, k, T)].set(row, mode="drop")
     L = settings.timeline
-    line = jnp.stack([jnp.asarray(pool, jnp.float32) + 0 * t0, t0, dt, n_dec, pre_tok, seqs, kv_frac])
+    line = jnp.stack([jnp.asarray(pool, jnp.float32) + 0 * t0, t0, dt, n_dec, pre_tok, seqs, kv_frac, *ctx])
     line = line.astype(jnp.float32)
     timeline = st.timeline.at[jnp.where(progress & (st.it < L), st.it, L)].set(line, mode="drop")
     return samples, timeline
@@ -432,13 +432,14 @@ def _agg_step(m: Model, hw: Hardware, cfg: Config, cx: _Ctx, settings: Settings,
     ctx = jnp.where(dec, ctx + a, ctx)
     fin = (dec | completing) & (gen >= out - 1e-3) & (idx >= 0)
     return _finish(st, cx, settings, t0, t1, t_c, dt, idx, ctx, gen, out, res, fin, p1, q1, q_done1, n_adm, adm,
-                   pidx, arr_w, qidx, n_comp, n_dec, pre_tok, seqs, head_issued & (head_t + u.overhead_s <= t0))
+                   pidx, arr_w, qidx, n_comp, n_dec, pre_tok, seqs, head_issued & (head_t + u.overhead_s <= t0),
+                   (ctx_mean, ctx_spread, pre_ctx))
 
 
 def _finish(st: State, cx: _Ctx, settings: Settings, t0: Array, t1: Array, t_c: Array, dt: Array, idx: Array,
             ctx: Array, gen: Array, out: Array, res: Array, fin: Array, p1: Array, q1: Array, q_done1: Array,
             n_adm: Array, adm: Array, pidx: Array, arr_w: Array, qidx: Array, n_comp: Array, n_dec: Array,
-            pre_tok: Array, seqs: Array, head_waiting: Array) -> State:
+            pre_tok: Array, seqs: Array, head_waiting: Array, ctx_stats: tuple[Array, Array, Array]) -> State:
     """Agg: records, frees finished slots, accumulates areas and samples."""
     W = settings.window
     j = jnp.arange(W)
@@ -465,7 +466,7 @@ def _finish(st: State, cx: _Ctx, settings: Settings, t0: Array, t1: Array, t_c: 
     kv_frac = jnp.where(idx >= 0, ctx, 0.0).sum() / jnp.maximum(u.kv_cap, 1.0)
     running = (idx >= 0).sum().astype(jnp.float32)
     samples, timeline = _record(st, settings, jnp.float32(POOL_AGG), t0, dt, n_dec, pre_tok, seqs, kv_frac, running,
-                                jnp.maximum(a1 - p1, 0.0), progress)
+                                jnp.maximum(a1 - p1, 0.0), progress, ctx_stats)
     return State(
         t=t1, t_c=t_c, tp=st.tp, p=p1, q=q1, q_done=q_done1, nfin=st.nfin + n_fin, it=st.it + progress,
         done=st.done | ~progress, blocked=st.blocked | (~progress & head_waiting),
@@ -574,7 +575,9 @@ def _pd_step(m: Model, hw: Hardware, cfg: Config, cx: _Ctx, settings: Settings, 
     dur = jnp.where(do_pf, p_total, dt)
     samples, timeline = _record(st, settings, pool, start, dur, jnp.where(do_pf, 0.0, n_dec),
                                 jnp.where(do_pf, per_rank * mean_inp, 0.0), jnp.where(do_pf, kp, 0.0), kv_frac,
-                                running, jnp.maximum(a1 - q1, 0.0), progress)
+                                running, jnp.maximum(a1 - q1, 0.0), progress,
+                                (jnp.where(do_pf, 0.0, ctx_mean), jnp.where(do_pf, 0.0, ctx_spread),
+                                 jnp.where(do_pf, mean_ctx, 0.0)))
     nothing = ~jnp.isfinite(pf_start) & ~jnp.isfinite(dc_start)
     blocked_now = nothing & (st.p < st.q) & ~head_fits
     return State(
