@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -151,11 +152,12 @@ def study_spaces(m: js.Model, hw: js.Hardware, quick: bool = False) -> dict[str,
 # --------------------------------------------------------------------------------------------------
 
 
-def make_evaluator(space: sw.DesignSpace, m: js.Model) -> Any:
-    """jit(indices, hw, w, slo) → columns (axis values, metrics, validity) of those configurations."""
+def make_evaluator(space: sw.DesignSpace) -> Any:
+    """jit(indices, model, hw, w, slo) → columns (axis values, metrics, validity) of those configurations.
+    The model's numbers are traced too, so models of one static name and space share the compilation."""
     invalid = REASONS.index("invalid_parallelism")
 
-    def row(idx: jax.Array, hw: js.Hardware, w: js.Workload, slo: js.SLO) -> dict[str, jax.Array]:
+    def row(idx: jax.Array, m: js.Model, hw: js.Hardware, w: js.Workload, slo: js.SLO) -> dict[str, jax.Array]:
         v = space.decode(idx)
         cfg, ok = sw.build_config(space, v)
         r = js.estimate(m, hw, cfg, w, slo)
@@ -168,7 +170,11 @@ def make_evaluator(space: sw.DesignSpace, m: js.Model) -> Any:
         out["reason"] = jnp.where(valid, r.reason, invalid)
         return out
 
-    return jax.jit(lambda idx, hw, w, slo: blocked_vmap(lambda i: row(i, hw, w, slo))(idx))
+    return jax.jit(lambda idx, m, hw, w, slo: blocked_vmap(lambda i: row(i, m, hw, w, slo))(idx))
+
+
+def _with_model(fn: Any, m: js.Model, idx: jax.Array, hw: js.Hardware, w: js.Workload, slo: js.SLO) -> Any:
+    return fn(idx, m, hw, w, slo)
 
 
 def pareto(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -327,12 +333,12 @@ def main_grid(models: tuple[str, ...], systems: tuple[str, ...], workloads: tupl
             key = json.dumps([m.name, space.signature()])
             if key not in compiled:
                 t0 = time.perf_counter()
-                fn = make_evaluator(space, m)
+                fn = make_evaluator(space)
                 hw, (w, slo) = hardware(systems[0]), preset_workload(workloads[0])
-                compiled[key] = fn.lower(jnp.arange(min(CHUNK, space.size), dtype=jnp.int32), hw, w,
+                compiled[key] = fn.lower(jnp.arange(min(CHUNK, space.size), dtype=jnp.int32), m, hw, w,
                                          js.SLO(ttft_s=float(slo.ttft_s), tpot_s=OPEN_TPOT_S)).compile()
                 log(f"compiled {model} {arch} ({space.size:,} configurations) in {time.perf_counter() - t0:.1f} s")
-            evaluators[model, arch] = compiled[key]
+            evaluators[model, arch] = functools.partial(_with_model, compiled[key], m)
         for system in systems:
             hw = hardware(system)
             for wl in workloads:
