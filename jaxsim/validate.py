@@ -36,6 +36,15 @@ precision, weight-only int4 and GPT-OSS (its mxfp4 profile).
 Agg instances: `batch_size` is per attention-DP rank; where the concurrency is k > 1 times the slots of one
 instance (batch × attention DP) and k is whole, the row is read as k identical instances (workers = k).
 Disagg pools take their batch sizes and worker counts from the row (no rate matching).
+
+Frameworks (`backend`, `FRAMEWORKS`): the hardware takes the framework's fitted calibration where one is
+shipped (`specs/calibration/<system>-<framework>.toml`, else the system's); agg rows take the scheduler's
+documented default (`AggConfig.mixed_prefill`: vLLM and TRT-LLM mix prefill chunks into decode iterations,
+SGLang runs prefill batches apart), and every row the framework's fixed per-request time
+(`request_overhead_s`: HTTP, tokenisation, scheduling, streaming the first token), estimated as the median
+gap of a declared calibration split (`in_overhead_split`; experiments/validation/overhead.py). Those two
+fields have no `jaxsim estimate` flag: with them at their defaults (`frameworks={}`) the predictions equal
+`jaxsim estimate`'s exactly.
 """
 
 from __future__ import annotations
@@ -131,7 +140,7 @@ class Framework:
 # Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
 # calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
 # the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
-FRAMEWORKS = {"vllm": Framework(1.0, 0.051), "trtllm": Framework(1.0, 0.078), "sglang": Framework(0.0, 0.131)}
+FRAMEWORKS = {"vllm": Framework(1.0, 0.004), "trtllm": Framework(1.0, 0.027), "sglang": Framework(0.0, 0.081)}
 OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
 
 
@@ -222,13 +231,16 @@ class Catalog:
         self._models: dict[str, Model | SkipReason] = {}
         self._hardware: dict[str, Hardware | SkipReason] = {}
 
-    def hardware(self, system: str) -> Hardware | SkipReason:
-        if system not in self._hardware:
+    def hardware(self, system: str, framework: str | None = None) -> Hardware | SkipReason:
+        """The system's hardware with the framework's fitted calibration where one is shipped
+        (`specs/calibration/<system>-<framework>.toml`), else the system's own calibration."""
+        key = f"{system}|{framework or ''}"
+        if key not in self._hardware:
             try:
-                self._hardware[system] = presets.load_hardware(system)
+                self._hardware[key] = presets.load_hardware(system, framework=framework)
             except SpecError as exc:
-                self._hardware[system] = SkipReason("unknown_system", f"{system}: {exc}")
-        return self._hardware[system]
+                self._hardware[key] = SkipReason("unknown_system", f"{system}: {exc}")
+        return self._hardware[key]
 
     def model(self, name: str) -> Model | SkipReason:
         if name not in self._models:
@@ -354,7 +366,7 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
     mode = str(row["mode"]).strip().lower()
     if mode not in ("agg", "disagg"):
         return SkipReason("unknown_mode", f"mode {row['mode']!r} is neither agg nor disagg")
-    hw = catalog.hardware(str(row["system"]))
+    hw = catalog.hardware(str(row["system"]), str(row["backend"]).strip().lower() or None)
     if isinstance(hw, SkipReason):
         return hw
     m = catalog.model(str(row["model_path"]))

@@ -27,6 +27,13 @@ afd_it = jax.jit(afd_iteration, static_argnames="mode")
 side_fn = jax.jit(attention_side, static_argnames="mode")
 routed_fn = jax.jit(routed_experts_s, static_argnames="mode")
 
+@pytest.fixture(scope="module")
+def h200() -> js.Hardware:
+    """The H200 of specs/hardware/h200-sxm.toml as written (the hand computations below use its link
+    fractions and latencies), not overridden by a fitted calibration."""
+    return js.load_hardware("h200-sxm", calibrated=False)
+
+
 # H200 numbers from specs/hardware/h200-sxm.toml.
 USABLE = 141e9 * (1 - 0.1)  # HBM × (1 − runtime reserve)
 NVLINK_BW, NVLINK_LAT = 450e9 * 0.75, 3e-6  # per GPU per direction × DeepEP-achieved fraction

@@ -178,14 +178,17 @@ def test_framework_fields_follow_the_backend(result: V.ValidationResult, neutral
     """TRT-LLM (mixed prefill, like the default) only adds its request overhead to TTFT; the SGLang disagg row
     adds its overhead before the closed-loop bound, so its TTFT grows by at most that much."""
     a, b = result.rows.set_index("id"), neutral.rows.set_index("id")
+    trt, sgl = (V.FRAMEWORKS[k].request_overhead_s * 1e3 for k in ("trtllm", "sglang"))
+    assert trt > 0 and sgl > 0
     for row_id in ("tiny_ds_agg_c256", "tiny_qwen3_32b_4_workers"):  # trtllm agg rows
-        assert a.loc[row_id, "pred_ttft_ms"] == pytest.approx(b.loc[row_id, "pred_ttft_ms"] + 78.0, rel=1e-5)
+        assert a.loc[row_id, "pred_ttft_ms"] == pytest.approx(b.loc[row_id, "pred_ttft_ms"] + trt, rel=1e-5)
         assert a.loc[row_id, "pred_tpot_ms"] == pytest.approx(b.loc[row_id, "pred_tpot_ms"], rel=1e-6)
     sg = "tiny_ds_disagg_c64"
-    assert b.loc[sg, "pred_ttft_ms"] < a.loc[sg, "pred_ttft_ms"] <= b.loc[sg, "pred_ttft_ms"] + 131.0 * (1 + 1e-5)
+    assert b.loc[sg, "pred_ttft_ms"] < a.loc[sg, "pred_ttft_ms"] <= b.loc[sg, "pred_ttft_ms"] + sgl * (1 + 1e-5)
     row = V.load_silicon(TINY).set_index("id").loc["tiny_qwen3_agg_c16"].to_dict()
     row["id"] = "tiny_qwen3_agg_c16"
-    for backend, mixed, overhead in (("sglang", 0.0, 0.131), ("vllm", 1.0, 0.051), ("other", 1.0, 0.0)):
+    for backend, mixed, overhead in (("sglang", 0.0, sgl / 1e3), ("vllm", 1.0, V.FRAMEWORKS["vllm"].request_overhead_s),
+                                     ("other", 1.0, 0.0)):
         s = V.row_to_scenario({**row, "backend": backend}, V.Catalog())
         assert isinstance(s, V.Scenario)
         assert float(s.config.mixed_prefill) == mixed  # type: ignore[union-attr]
