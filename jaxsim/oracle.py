@@ -38,7 +38,7 @@ from jaxsim.step import step_cost
 INPUTS = ("decode_requests", "decode_context", "decode_context_spread", "prefill_tokens", "prefill_context",
           "prefill_sequences")
 OUTPUTS = ("total_s", "interval_s", "memory_bytes", "flops")
-DEFAULT_BUCKETS = (16, 128, 1024)
+DEFAULT_BUCKETS = (1, 16, 128, 1024)
 # Rows of the packed input for (decode_requests, decode_context, decode_context_spread, prefill_tokens,
 # prefill_context) as `evaluate` receives them.
 INPUT_ROW = (0, 1, 2, 3, 4)

@@ -123,6 +123,8 @@ class State(NamedTuple):
     slot_gen: Array  # (S,) output tokens produced
     slot_out: Array  # (S,) output tokens wanted
     slot_res: Array  # (S,) KV tokens reserved
+    slot_pre: Array  # (S,) cached prefix tokens
+    slot_len: Array  # (S,) prefix + input tokens (prompt KV once prefilled)
     arrival: Array  # (R + pad,) per request
     admit: Array  # service start: agg slot admission, P/D prefill start
     first: Array  # first token
@@ -392,10 +394,15 @@ def _agg_step(m: Model, hw: Hardware, cfg: Config, cx: _Ctx, settings: Settings,
     new = free_mask & (rank < n_adm)
     r = jnp.clip(rank, 0, W - 1)
     idx = jnp.where(new, st.p + rank, st.slot_idx)
-    ctx = jnp.where(new, _window(tab.prefix, st.p, W)[r], st.slot_ctx)
+    # One gather of the admitted requests' (prefix, prompt, output, reserved) into their slots.
+    rows = jnp.stack([_window(tab.prefix, st.p, W), _window(tab.prefix + tab.input, st.p, W),
+                      _window(tab.output, st.p, W), need_w], axis=1)[r]
+    ctx = jnp.where(new, rows[:, 0], st.slot_ctx)
     gen = jnp.where(new, 0.0, st.slot_gen)
-    out = jnp.where(new, _window(tab.output, st.p, W)[r], st.slot_out)
-    res = jnp.where(new, need_w[r], st.slot_res)
+    out = jnp.where(new, rows[:, 2], st.slot_out)
+    res = jnp.where(new, rows[:, 3], st.slot_res)
+    spre = jnp.where(new, rows[:, 0], st.slot_pre)
+    slen = jnp.where(new, rows[:, 1], st.slot_len)
 
     # ---- chunked prefill: FCFS over the contiguous run [q, p1) ----
     qidx = st.q + j
@@ -423,21 +430,23 @@ def _agg_step(m: Model, hw: Hardware, cfg: Config, cx: _Ctx, settings: Settings,
     t1, t_c = _kahan(t0, st.t_c, dt)
 
     # ---- slot updates ----
-    off = idx - st.q
-    in_win = (idx >= st.q) & (off < W) & (idx >= 0)
-    ctx = ctx + jnp.where(in_win, chunk[jnp.clip(off, 0, W - 1)], 0.0)
+    # Prompts in flight hold their prefix plus what is prefilled: all of it below the new front q1, the
+    # front's q_done1 tokens, nothing yet behind it.
     completing = (idx >= st.q) & (idx < q1)
+    ctx = jnp.where(idx >= st.q, jnp.where(idx < q1, slen, spre + jnp.where(idx == q1, q_done1, 0.0)), ctx)
     a = u.tokens_per_step
     gen = jnp.where(completing, 1.0, jnp.where(dec, gen + a, gen))
     ctx = jnp.where(dec, ctx + a, ctx)
     fin = (dec | completing) & (gen >= out - 1e-3) & (idx >= 0)
-    return _finish(st, cx, settings, t0, t1, t_c, dt, idx, ctx, gen, out, res, fin, p1, q1, q_done1, n_adm, adm,
+    return _finish(st, cx, settings, t0, t1, t_c, dt, idx, ctx, gen, out, res, spre, slen, fin, p1, q1, q_done1,
+                   n_adm, adm,
                    pidx, arr_w, qidx, n_comp, n_dec, pre_tok, seqs, head_issued & (head_t + u.overhead_s <= t0),
                    (ctx_mean, ctx_spread, pre_ctx))
 
 
 def _finish(st: State, cx: _Ctx, settings: Settings, t0: Array, t1: Array, t_c: Array, dt: Array, idx: Array,
-            ctx: Array, gen: Array, out: Array, res: Array, fin: Array, p1: Array, q1: Array, q_done1: Array,
+            ctx: Array, gen: Array, out: Array, res: Array, spre: Array, slen: Array, fin: Array, p1: Array,
+            q1: Array, q_done1: Array,
             n_adm: Array, adm: Array, pidx: Array, arr_w: Array, qidx: Array, n_comp: Array, n_dec: Array,
             pre_tok: Array, seqs: Array, head_waiting: Array, ctx_stats: tuple[Array, Array, Array]) -> State:
     """Agg: records, frees finished slots, accumulates areas and samples."""
@@ -470,7 +479,7 @@ def _finish(st: State, cx: _Ctx, settings: Settings, t0: Array, t1: Array, t_c: 
     return State(
         t=t1, t_c=t_c, tp=st.tp, p=p1, q=q1, q_done=q_done1, nfin=st.nfin + n_fin, it=st.it + progress,
         done=st.done | ~progress, blocked=st.blocked | (~progress & head_waiting),
-        slot_idx=idx, slot_ctx=ctx, slot_gen=gen, slot_out=out, slot_res=res,
+        slot_idx=idx, slot_ctx=ctx, slot_gen=gen, slot_out=out, slot_res=res, slot_pre=spre, slot_len=slen,
         arrival=arrival, admit=admit, first=first, finish=finish, ready=st.ready, finish_log=finish_log,
         area_sys=area_sys, area_queue=area_q, area_kv=st.area_kv + dt * held_before, busy_s=st.busy_s + dt,
         prefill_busy_s=st.prefill_busy_s, request_iterations=st.request_iterations + n_dec + seqs,
@@ -536,10 +545,11 @@ def _pd_step(m: Model, hw: Hardware, cfg: Config, cx: _Ctx, settings: Settings, 
     new = free_mask & (rank < n_adm)
     r = jnp.clip(rank, 0, W - 1)
     idx = jnp.where(new, st.p + rank, st.slot_idx)
-    ctx = jnp.where(new, _window(tab.prefix + tab.input, st.p, W)[r], st.slot_ctx)
+    rows = jnp.stack([_window(tab.prefix + tab.input, st.p, W), _window(tab.output, st.p, W), need_w], axis=1)[r]
+    ctx = jnp.where(new, rows[:, 0], st.slot_ctx)
     gen = jnp.where(new, 1.0, st.slot_gen)
-    out = jnp.where(new, _window(tab.output, st.p, W)[r], st.slot_out)
-    res = jnp.where(new, need_w[r], st.slot_res)
+    out = jnp.where(new, rows[:, 1], st.slot_out)
+    res = jnp.where(new, rows[:, 2], st.slot_res)
     one_token = new & (out <= 1.0 + 1e-3)  # the prefill's token was the whole answer
     dec = (idx >= 0) & ~one_token & do_dc
     n_dec, ctx_mean, ctx_spread = _decode_stats(dec, ctx)
@@ -585,7 +595,7 @@ def _pd_step(m: Model, hw: Hardware, cfg: Config, cx: _Ctx, settings: Settings, 
         nfin=st.nfin + n_fin, it=st.it + progress, done=st.done | nothing, blocked=st.blocked | blocked_now,
         slot_idx=jnp.where(do_dc, idx, st.slot_idx), slot_ctx=jnp.where(do_dc, ctx, st.slot_ctx),
         slot_gen=jnp.where(do_dc, gen, st.slot_gen), slot_out=jnp.where(do_dc, out, st.slot_out),
-        slot_res=jnp.where(do_dc, res, st.slot_res),
+        slot_res=jnp.where(do_dc, res, st.slot_res), slot_pre=st.slot_pre, slot_len=st.slot_len,
         arrival=arrival, admit=admit, first=first, finish=finish, ready=ready, finish_log=finish_log,
         area_sys=area_sys, area_queue=area_q, area_kv=st.area_kv + dtd * held_before,
         busy_s=st.busy_s + dtd, prefill_busy_s=st.prefill_busy_s + jnp.where(do_pf, p_interval, 0.0),
@@ -639,6 +649,7 @@ def run_requests(m: Model, hw: Hardware, cfg: Config, w: Workload, traffic: Traf
     st = State(t=zero, t_c=zero, tp=zero, p=i0, q=i0, q_done=zero, nfin=i0, it=i0, done=jnp.zeros((), bool),
                blocked=jnp.zeros((), bool), slot_idx=jnp.full((S,), -1, jnp.int32), slot_ctx=jnp.zeros((S,), f32),
                slot_gen=jnp.zeros((S,), f32), slot_out=jnp.zeros((S,), f32), slot_res=jnp.zeros((S,), f32),
+               slot_pre=jnp.zeros((S,), f32), slot_len=jnp.zeros((S,), f32),
                arrival=nan_r, admit=nan_r, first=nan_r, finish=nan_r, ready=jnp.full((R + pad,), jnp.inf, f32),
                finish_log=jnp.full((W + R + pad,), jnp.inf, f32), area_sys=zero, area_queue=zero, area_kv=zero,
                busy_s=zero, prefill_busy_s=zero, request_iterations=zero,
