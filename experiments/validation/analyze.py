@@ -94,6 +94,17 @@ def littles_law(ok: pd.DataFrame) -> pd.DataFrame:
                                  max_missing_wait_s=("missing_wait_s", "max")).reset_index()
 
 
+def held_out(rows: pd.DataFrame) -> pd.DataFrame:
+    """Error of the rows outside the calibration split the request overheads were estimated from."""
+    from jaxsim.validate import error_table
+
+    keep = rows[~rows["overhead_split"].astype(bool)]
+    t = error_table(keep, ("moe", "all", "mode", "framework"))
+    cols = ["group", "n", *(f"{m}_{k}" for m in ("ttft", "tpot") for k in ("median_ape", "mean_ape", "within_20_pct",
+                                                                             "median_signed_pct"))]
+    return t[cols]
+
+
 def main(folder: str) -> None:
     root = Path(folder)
     details = root / "details.csv"
@@ -109,6 +120,10 @@ def main(folder: str) -> None:
         print(markdown(pd.DataFrame({"reason": list(summary[key]), "n": list(summary[key].values())})))
     print("\n## Error tables\n")
     print(error_section(errors))
+    if "overhead_split" in rows.columns:
+        print("## Held out from the request-overhead estimate (rows outside `in_overhead_split`)\n")
+        print(markdown(held_out(rows)))
+        print()
     print("## Predicted / measured by concurrency (medians)\n")
     print(markdown(ratio_by_concurrency(ok), "{:.3g}"))
     print("\n## TTFT at concurrency ≤ 4 (agg): measured − predicted (medians)\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -26,7 +27,8 @@ def main(data: str | None) -> None:
     split = [V.in_overhead_split(str(i), str(m).strip().lower(), float(c))
              for i, m, c in zip(df["id"], df["mode"], df["concurrency"], strict=True)]
     zero = {k: dataclasses.replace(v, request_overhead_s=0.0) for k, v in V.FRAMEWORKS.items()}
-    result = V.validate(df[split].reset_index(drop=True), model_configs=V.default_model_configs(), frameworks=zero)
+    configs = V.default_model_configs(Path(path))
+    result = V.validate(df[split].reset_index(drop=True), model_configs=configs, frameworks=zero)
     ok = result.rows[result.rows["status"] == V.OK]
     print("framework  rows  median(measured − predicted TTFT) ms   (current FRAMEWORKS value, ms)")
     for fw, g in ok.groupby("framework"):
