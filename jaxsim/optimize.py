@@ -211,6 +211,15 @@ def solve_relaxed(m: Model, hw: Hardware, arch: str, bases: Any, total_gpus: flo
 # --------------------------------------------------------------------------------------------------
 
 
+MAX_MICRO_BATCHES = 16.0
+BATCH_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+# Allocation values of each architecture that rounding and repair choose (the discrete base fixes the rest).
+ALLOCATION = {"agg": ("batch", "chunk"),
+              "disagg": ("prefill_workers", "decode_workers", "prefill_batch", "decode_batch"),
+              "agg+afd": ("n_attn", "micro_batches", "batch", "chunk")}
+Alloc = tuple[float, ...]
+
+
 def _batches(b: float, hi: float) -> list[float]:
     """Integer batches around a relaxed one: floor/ceil and a multiplicative neighbourhood. A relaxed
     batch outside [1, hi] is clamped first, so its neighbourhood stays legal instead of empty."""
@@ -220,6 +229,12 @@ def _batches(b: float, hi: float) -> list[float]:
     return sorted(float(x) for x in out if 1 <= x <= hi)
 
 
+def _steps(b: float, hi: float) -> list[float]:
+    """A legal batch and its nearest integer neighbours (±1, ±2, ±5 %): the moves of the local search."""
+    out = {b - 2, b - 1, b + 1, b + 2, round(b * 0.95), round(b * 1.05)}
+    return sorted(float(x) for x in out if 1 <= x <= hi and x != b)
+
+
 def _chunks(c: float) -> list[float]:
     """The two legal chunks around a relaxed one."""
     arr = np.asarray(LEGAL_CHUNKS)
@@ -227,44 +242,124 @@ def _chunks(c: float) -> list[float]:
     return [float(arr[i - 1]), float(arr[i])]
 
 
-def legal_candidates(arch: str, theta: np.ndarray, base: Any, total_gpus: float, m: Model) -> list[Any]:
-    """Legal configurations near the relaxed point `theta` of one discrete combination (host side)."""
-    if arch == "agg":
-        b, c = math.exp(theta[0]), math.exp(theta[1])
-        return [eqx.tree_at(lambda x: (x.batch, x.chunk), base, (bb, cc))
-                for bb, cc in itertools.product(_batches(b, MAX_BATCH), _chunks(c))]
-    if arch == "disagg":
-        share = 1 / (1 + math.exp(-theta[0]))
-        gp, gd = float(base.prefill.gpus), float(base.decode.gpus)
-        wps = {math.floor(share * total_gpus / gp), math.ceil(share * total_gpus / gp)}
-        out = []
-        for wp in sorted(x for x in wps if x >= 1):
-            wd = math.floor((total_gpus - wp * gp) / gd)
-            for wd_ in {wd, wd - 1}:
-                if wd_ < 1:
-                    continue
-                for pb in _batches(math.exp(theta[1]), MAX_PREFILL_BATCH):
-                    for db in _batches(math.exp(theta[2]), MAX_BATCH):
-                        out.append(eqx.tree_at(lambda x: (x.prefill_workers, x.decode_workers, x.prefill_batch,
-                                                          x.decode_batch), base,
-                                               (float(wp), float(wd_), pb, db)))
-        return out
-    share = 1 / (1 + math.exp(-theta[0]))
+def _chunk_steps(c: float) -> list[float]:
+    i = LEGAL_CHUNKS.index(c)
+    return [LEGAL_CHUNKS[j] for j in (i - 1, i + 1) if 0 <= j < len(LEGAL_CHUNKS)]
+
+
+def afd_splits(base: AFDConfig, total_gpus: float, m: Model) -> list[float]:
+    """Attention GPUs nA of every legal split of `total_gpus` into nA + nF: nA a multiple of the attention TP,
+    nF a multiple of the FFN's MoE-TP whose expert-parallel degree nF / MoE-TP divides the routed experts."""
     tp, moe_tp = float(base.deploy.tp), float(base.deploy.moe_tp)
     experts = float(m.n_routed_experts)
     out = []
-    for n_attn in {math.floor(share * total_gpus), math.ceil(share * total_gpus)}:
+    for n_attn in range(1, int(total_gpus)):
         n_ffn = total_gpus - n_attn
-        if n_attn < tp or n_attn % tp or n_ffn < moe_tp or n_ffn % moe_tp or experts % (n_ffn / moe_tp):
-            continue
-        d = eqx.tree_at(lambda x: (x.dp, x.ep), base.deploy, (float(n_attn / tp), float(n_ffn / moe_tp)))
-        mb = 1 + math.exp(theta[1])
-        for micro in {max(1, math.floor(mb)), math.ceil(mb)}:
-            for bb in _batches(math.exp(theta[2]), MAX_BATCH):
-                for cc in _chunks(math.exp(theta[3])):
-                    out.append(eqx.tree_at(lambda x: (x.deploy, x.micro_batches, x.batch, x.chunk), base,
-                                           (d, float(micro), bb, cc)))
+        if n_attn % tp == 0 and n_ffn >= moe_tp and n_ffn % moe_tp == 0 and experts % (n_ffn / moe_tp) == 0:
+            out.append(float(n_attn))
     return out
+
+
+def _pd_pairs(ratio: float, base: DisaggConfig, total_gpus: float) -> list[tuple[float, float]]:
+    """Integer (prefill, decode) worker counts that fit the cluster with a prefill:decode ratio next to the
+    relaxed one: for every decode count, the two prefill counts around ratio × decode (rate matching), plus
+    the counts that fill the cluster around the relaxed share."""
+    gp, gd = float(base.prefill.gpus), float(base.decode.gpus)
+    pairs = set()
+    for wd in range(1, int(total_gpus // gd) + 1):
+        for wp in {math.floor(wd * ratio), math.ceil(wd * ratio)}:
+            if wp >= 1 and wp * gp + wd * gd <= total_gpus:
+                pairs.add((float(wp), float(wd)))
+    share = ratio * gp / (ratio * gp + gd)
+    for wp in {math.floor(share * total_gpus / gp), math.ceil(share * total_gpus / gp)}:
+        wd = math.floor((total_gpus - wp * gp) / gd)
+        for wd_ in (wd, wd - 1):
+            if wp >= 1 and wd_ >= 1:
+                pairs.add((float(wp), float(wd_)))
+    return sorted(pairs)
+
+
+def rounded_allocations(arch: str, theta: np.ndarray, base: Any, total_gpus: float, m: Model,
+                        ladder: bool = False) -> list[Alloc]:
+    """Legal allocations (values of `ALLOCATION[arch]`) next to the relaxed point `theta` of one base.
+    With `ladder` (used when the relaxed point misses a constraint, so its neighbourhood may be empty of
+    feasible points) a coarse ladder of batches is added over the same integer structure."""
+    if arch == "agg":
+        bs = _batches(math.exp(theta[0]), MAX_BATCH) + (list(map(float, BATCH_LADDER)) if ladder else [])
+        cs = _chunks(math.exp(theta[1])) if not ladder else list(LEGAL_CHUNKS)
+        return sorted(set(itertools.product(bs, cs)))
+    if arch == "disagg":
+        share = 1 / (1 + math.exp(-theta[0]))
+        gp, gd = float(base.prefill.gpus), float(base.decode.gpus)
+        ratio = (share * total_gpus / gp) / max((1 - share) * total_gpus / gd, 1e-9)
+        pbs = _batches(math.exp(theta[1]), MAX_PREFILL_BATCH)
+        dbs = _batches(math.exp(theta[2]), MAX_BATCH)
+        if ladder:
+            pbs = sorted(set(pbs) | {1.0, 2.0, 4.0, 8.0})
+            dbs = sorted(set(dbs) | set(map(float, BATCH_LADDER)))
+        return [(wp, wd, pb, db) for (wp, wd) in _pd_pairs(ratio, base, total_gpus) for pb in pbs for db in dbs]
+    splits = afd_splits(base, total_gpus, m)
+    if not splits:
+        return []
+    rel = 1 / (1 + math.exp(-theta[0])) * total_gpus
+    arr = np.asarray(splits)
+    i = int(np.searchsorted(arr, rel))
+    near = {splits[j] for j in range(i - 2, i + 2) if 0 <= j < len(splits)}
+    mb = 1 + math.exp(theta[1])
+    micros = {float(min(max(x, 1), MAX_MICRO_BATCHES)) for x in (math.floor(mb), math.ceil(mb))}
+    bs = _batches(math.exp(theta[2]), MAX_BATCH)
+    cs = _chunks(math.exp(theta[3]))
+    if ladder:
+        near, micros = set(splits), micros | {1.0, 2.0, 3.0, 4.0}
+        bs, cs = sorted(set(bs) | set(map(float, BATCH_LADDER))), list(LEGAL_CHUNKS)
+    return sorted(set(itertools.product(sorted(near), sorted(micros), bs, cs)))
+
+
+def neighbours(arch: str, a: Alloc, base: Any, total_gpus: float, m: Model) -> list[Alloc]:
+    """Legal allocations one move away from `a` (the local search of the repair): one value changed to a
+    neighbouring legal value — batch ±1, ±2, ±5 %, the adjacent chunk, micro-batches ±1, the adjacent legal
+    attention/FFN split, one worker more or fewer in either P/D pool."""
+    out: list[Alloc] = []
+
+    def put(i: int, values: Sequence[float]) -> None:
+        out.extend((*a[:i], v, *a[i + 1:]) for v in values)
+
+    if arch == "agg":
+        put(0, _steps(a[0], MAX_BATCH))
+        put(1, _chunk_steps(a[1]))
+    elif arch == "disagg":
+        gp, gd = float(base.prefill.gpus), float(base.decode.gpus)
+        fits = lambda wp, wd: wp >= 1 and wd >= 1 and wp * gp + wd * gd <= total_gpus  # noqa: E731
+        put(0, [v for v in (a[0] - 1, a[0] + 1) if fits(v, a[1])])
+        put(1, [v for v in (a[1] - 1, a[1] + 1) if fits(a[0], v)])
+        put(2, _steps(a[2], MAX_PREFILL_BATCH))
+        put(3, _steps(a[3], MAX_BATCH))
+    else:
+        splits = afd_splits(base, total_gpus, m)
+        i = splits.index(a[0])
+        put(0, [splits[j] for j in (i - 1, i + 1) if 0 <= j < len(splits)])
+        put(1, [v for v in (a[1] - 1, a[1] + 1) if 1 <= v <= MAX_MICRO_BATCHES])
+        put(2, _steps(a[2], MAX_BATCH))
+        put(3, _chunk_steps(a[3]))
+    return out
+
+
+def build(arch: str, base: Any, a: Alloc, total_gpus: float) -> Any:
+    """The configuration of `base` with allocation `a` written in."""
+    if arch == "agg":
+        return eqx.tree_at(lambda x: (x.batch, x.chunk), base, a)
+    if arch == "disagg":
+        return eqx.tree_at(lambda x: (x.prefill_workers, x.decode_workers, x.prefill_batch, x.decode_batch), base, a)
+    n_attn, micro, batch, chunk = a
+    d = eqx.tree_at(lambda x: (x.dp, x.ep), base.deploy,
+                    (n_attn / float(base.deploy.tp), (total_gpus - n_attn) / float(base.deploy.moe_tp)))
+    return eqx.tree_at(lambda x: (x.deploy, x.micro_batches, x.batch, x.chunk), base, (d, micro, batch, chunk))
+
+
+def legal_candidates(arch: str, theta: np.ndarray, base: Any, total_gpus: float, m: Model,
+                     ladder: bool = False) -> list[Any]:
+    """Legal configurations near the relaxed point `theta` of one discrete combination (host side)."""
+    return [build(arch, base, a, total_gpus) for a in rounded_allocations(arch, theta, base, total_gpus, m, ladder)]
 
 
 def stack(configs: Sequence[Any]) -> Any:
@@ -303,26 +398,68 @@ def optimize(m: Model, hw: Hardware, arch: str, bases: Sequence[Any], total_gpus
     viol = cons.max(axis=-1)
     converged = int(np.sum((viol < 1e-3) & (change < 1e-3)))
     score = np.where(viol <= 1e-3, obj, -np.inf)  # prefer relaxed points that meet every constraint
-    candidates, owners = [], []
+    tried: dict[tuple[int, Alloc], float] = {}
+    first: list[tuple[int, Alloc]] = []
     for i, base in enumerate(bases):
-        j = int(np.argmax(score[i])) if np.isfinite(score[i]).any() else int(np.argmin(viol[i]))
-        for cand in legal_candidates(arch, np.asarray(relaxed.theta[i, j]), base, total_gpus, m):
-            candidates.append(cand)
-            owners.append((i, j))
-    evals = len(bases) * settings.starts * (settings.rounds * (settings.steps + 1) + 1) + len(candidates)
+        met = bool(np.isfinite(score[i]).any())
+        j = int(np.argmax(score[i])) if met else int(np.argmin(viol[i]))
+        first += [(i, a) for a in rounded_allocations(arch, np.asarray(relaxed.theta[i, j]), base, total_gpus, m,
+                                                      ladder=not met)]
     best_i, best_j = np.unravel_index(np.argmax(np.where(np.isfinite(score), score, -1e30 - viol)), score.shape)
     relaxed_cfg = relaxed_config(arch, relaxed.theta[best_i, best_j], bases[best_i], total_gpus)
     result = OptimizeResult(arch, relaxed_cfg, float(obj[best_i, best_j]), cons[best_i, best_j], converged,
-                            int(obj.size), None, None, evals)
-    if not candidates:
-        return result
-    hard = estimate_batch(m, hw, stack(candidates), w, slo, load)  # compiled once per shape, then cached
-    tput = np.where(np.asarray(hard.feasible), np.asarray(hard.out_tok_per_s_per_gpu), -np.inf)
-    k = int(np.argmax(tput))
-    if np.isfinite(tput[k]):
-        result.legal_config = candidates[k]
-        result.legal_metrics = jax.tree.map(lambda x: x[k], hard)
+                            int(obj.size), None, None, 0)
+    stacked_np = jax.tree.map(np.asarray, stacked)
+    best: tuple[float, int, Alloc, Any] | None = None
+    batch = first
+    for _ in range(1 + REPAIR_ROUNDS):
+        batch = list(dict.fromkeys(c for c in batch if c not in tried))
+        if not batch:
+            break
+        hard = _evaluate(m, hw, arch, stacked_np, batch, total_gpus, w, slo, load)
+        tput = np.where(np.asarray(hard.feasible), np.asarray(hard.out_tok_per_s_per_gpu, np.float64), -np.inf)
+        tried.update(zip(batch, tput.tolist(), strict=True))
+        k = int(np.argmax(tput))
+        improved = np.isfinite(tput[k]) and (best is None or tput[k] > best[0])
+        if improved:
+            best = (float(tput[k]), *batch[k], jax.tree.map(lambda x, k=k: x[k], hard))
+        elif best is not None:
+            break
+        # Local search on the hard model: one-move neighbours of the best few feasible allocations so far.
+        top = sorted((c for c, t in tried.items() if np.isfinite(t)), key=lambda c: -tried[c])[:REPAIR_WIDTH]
+        batch = [(i, nb) for i, a in top for nb in neighbours(arch, a, bases[i], total_gpus, m)]
+    result.model_evaluations = len(bases) * settings.starts * (settings.rounds * (settings.steps + 1) + 1) + len(tried)
+    if best is not None:
+        result.legal_config = build(arch, bases[best[1]], best[2], total_gpus)
+        result.legal_metrics = best[3]
     return result
+
+
+REPAIR_ROUNDS = 4  # local-search rounds after the rounding (each stops early once nothing improves)
+REPAIR_WIDTH = 4  # feasible allocations whose neighbours each round evaluates
+
+
+def _evaluate(m: Model, hw: Hardware, arch: str, stacked: Any, cands: Sequence[tuple[int, Alloc]],
+              total_gpus: float, w: Workload, slo: SLO, load: Load) -> Metrics:
+    """Hard metrics of (base index, allocation) pairs: the bases' leaves gathered and the allocation written
+    in as columns (no per-candidate pytree), padded to a power of two so few shapes are compiled."""
+    n = len(cands)
+    size = max(256, 1 << (n - 1).bit_length())
+    ids = np.asarray([c[0] for c in cands] + [cands[-1][0]] * (size - n))
+    vals = np.asarray([c[1] for c in cands] + [cands[-1][1]] * (size - n), np.float32)
+    cfg = jax.tree.map(lambda x: x[ids], stacked)
+    cols = tuple(vals[:, k] for k in range(vals.shape[1]))
+    if arch == "agg":
+        cfg = eqx.tree_at(lambda x: (x.batch, x.chunk), cfg, cols)
+    elif arch == "disagg":
+        cfg = eqx.tree_at(lambda x: (x.prefill_workers, x.decode_workers, x.prefill_batch, x.decode_batch), cfg, cols)
+    else:
+        n_attn, micro, b, c = cols
+        d = eqx.tree_at(lambda x: (x.dp, x.ep), cfg.deploy,
+                        (n_attn / cfg.deploy.tp, (np.float32(total_gpus) - n_attn) / cfg.deploy.moe_tp))
+        cfg = eqx.tree_at(lambda x: (x.deploy, x.micro_batches, x.batch, x.chunk), cfg, (d, micro, b, c))
+    hard = estimate_batch(m, hw, jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), cfg), w, slo, load)
+    return jax.tree.map(lambda x: np.asarray(x)[:n], hard)
 
 
 def sensitivities(m: Model, hw: Hardware, cfg: Any, w: Workload, slo: SLO, load: Load = SATURATION,
