@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import itertools
 import json
-import math
 import os
 import platform
 import sys
@@ -40,7 +38,7 @@ from jaxsim import optimize as op
 
 HERE = Path(__file__).resolve().parent
 BLOCK = 65536  # grid rows per estimate_batch call: one compilation per (model, hardware, architecture)
-AFD_MAX_MICRO = 16  # the grid's bound on AFD micro-batches (the optimiser's rounding has none; checked below)
+AFD_MAX_MICRO = op.MAX_MICRO_BATCHES  # the legal bound on AFD micro-batches, shared with the optimiser
 SETTINGS = op.Settings()  # the optimiser's defaults: 6 starts, 10 rounds × 60 Adam steps
 
 # Workloads as (prefix, input, output) tokens. All are built with one static name so that scenarios of one
@@ -93,7 +91,7 @@ QUICK_GROUPS = [GROUPS[3], GROUPS[9]]
 
 
 def grid_columns(arch: str, bases: list[Any], total_gpus: int, m: js.Model) -> dict[str, np.ndarray]:
-    """Every legal configuration `legal_candidates` can produce from any relaxed point, as columns."""
+    """Every legal allocation of every base (the space the optimiser's rounding and repair choose from), as columns."""
     batches = np.arange(1.0, op.MAX_BATCH + 1.0)
     chunks = np.asarray(op.LEGAL_CHUNKS)
     parts: list[dict[str, np.ndarray]] = []
@@ -105,27 +103,22 @@ def grid_columns(arch: str, bases: list[Any], total_gpus: int, m: js.Model) -> d
         pb, db = (x.ravel() for x in np.meshgrid(np.arange(1.0, op.MAX_PREFILL_BATCH + 1.0), batches, indexing="ij"))
         for i, base in enumerate(bases):
             gp, gd = float(base.prefill.gpus), float(base.decode.gpus)
-            # Rounding takes wp = floor/ceil(share · G / gp) ≥ 1 and wd ∈ {floor((G − wp·gp)/gd), that − 1} ≥ 1.
+            # Every pair of worker counts that fits the cluster (tokens/s/GPU counts the GPUs used, so a pair
+            # that leaves GPUs idle can win).
             for wp in range(1, int(total_gpus // gp) + 1):
-                wd0 = math.floor((total_gpus - wp * gp) / gd)
-                for wd in sorted({wd0, wd0 - 1}):
-                    if wd < 1:
-                        continue
+                for wd in range(1, int((total_gpus - wp * gp) // gd) + 1):
                     parts.append({"base": np.full(pb.size, i), "prefill_workers": np.full(pb.size, float(wp)),
                                   "decode_workers": np.full(pb.size, float(wd)), "prefill_batch": pb,
                                   "decode_batch": db})
     else:  # agg+afd
         micro, b, c = (x.ravel() for x in np.meshgrid(np.arange(1.0, AFD_MAX_MICRO + 1.0), batches, chunks,
                                                       indexing="ij"))
-        experts = float(m.n_routed_experts)
         for i, base in enumerate(bases):
             tp, moe_tp = float(base.deploy.tp), float(base.deploy.moe_tp)
-            for n_attn in range(1, total_gpus):
-                n_ffn = total_gpus - n_attn
-                if n_attn < tp or n_attn % tp or n_ffn < moe_tp or n_ffn % moe_tp or experts % (n_ffn / moe_tp):
-                    continue
+            for n_attn in op.afd_splits(base, total_gpus, m):
                 parts.append({"base": np.full(b.size, i), "dp": np.full(b.size, n_attn / tp),
-                              "ep": np.full(b.size, n_ffn / moe_tp), "micro_batches": micro, "batch": b, "chunk": c})
+                              "ep": np.full(b.size, (total_gpus - n_attn) / moe_tp), "micro_batches": micro,
+                              "batch": b, "chunk": c})
     if not parts:
         return {}
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -214,83 +207,6 @@ def describe(arch: str, bases: list[Any], row: dict[str, float] | None) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Diagnostic only (not the library's optimiser): the same relaxed solution, a widened rounding/repair
-# --------------------------------------------------------------------------------------------------
-
-
-def widened_candidates(arch: str, theta: np.ndarray, base: Any, total_gpus: int, m: js.Model) -> list[Any]:
-    """The library's candidates, plus those two repair defects exclude (see README):
-    relaxed batches / micro-batches clamped into the legal box before the neighbourhood is taken (a relaxed batch
-    above MAX_BATCH / 0.85 otherwise yields no candidate at all); for P/D, integer decode counts next to the relaxed
-    one, each with the prefill counts that keep the relaxed prefill:decode ratio; for AFD, the nearest legal
-    attention/FFN splits below and above the relaxed one."""
-    th = np.asarray(theta, np.float64).copy()
-    out = list(op.legal_candidates(arch, th, base, total_gpus, m))
-    if arch == "agg":
-        th[0] = np.clip(th[0], 0.0, math.log(op.MAX_BATCH))
-        return out + op.legal_candidates(arch, th, base, total_gpus, m)
-    if arch == "disagg":
-        th[1] = np.clip(th[1], 0.0, math.log(op.MAX_PREFILL_BATCH))
-        th[2] = np.clip(th[2], 0.0, math.log(op.MAX_BATCH))
-        out += op.legal_candidates(arch, th, base, total_gpus, m)
-        share = 1 / (1 + math.exp(-th[0]))
-        gp, gd = float(base.prefill.gpus), float(base.decode.gpus)
-        wp_rel, wd_rel = share * total_gpus / gp, (1 - share) * total_gpus / gd
-        pairs = set()
-        for wd in {math.floor(wd_rel), math.ceil(wd_rel)}:
-            for wp in {math.floor(wd * wp_rel / wd_rel), math.ceil(wd * wp_rel / wd_rel)}:
-                if wd >= 1 and wp >= 1 and wp * gp + wd * gd <= total_gpus:
-                    pairs.add((float(wp), float(wd)))
-        pbs = [x for x in sorted({math.floor(math.exp(th[1])), math.ceil(math.exp(th[1]))} |
-                                 {round(math.exp(th[1]) * f) for f in (0.85, 0.9, 0.95, 1.05, 1.1, 1.2)})
-               if 1 <= x <= op.MAX_PREFILL_BATCH]
-        dbs = [x for x in sorted({math.floor(math.exp(th[2])), math.ceil(math.exp(th[2]))} |
-                                 {round(math.exp(th[2]) * f) for f in (0.85, 0.9, 0.95, 0.97, 0.99, 1.01, 1.03, 1.05,
-                                                                       1.1, 1.2)})
-               if 1 <= x <= op.MAX_BATCH]
-        for (wp, wd), pb, db in itertools.product(sorted(pairs), pbs, dbs):
-            out.append(eqx.tree_at(lambda x: (x.prefill_workers, x.decode_workers, x.prefill_batch, x.decode_batch),
-                                   base, (wp, wd, float(pb), float(db))))
-        return out
-    th[1] = np.clip(th[1], -12.0, math.log(AFD_MAX_MICRO - 1.0))
-    th[2] = np.clip(th[2], 0.0, math.log(op.MAX_BATCH))
-    tp, moe_tp, experts = float(base.deploy.tp), float(base.deploy.moe_tp), float(m.n_routed_experts)
-    legal = [a for a in range(1, total_gpus) if a >= tp and a % tp == 0 and (total_gpus - a) >= moe_tp
-             and (total_gpus - a) % moe_tp == 0 and experts % ((total_gpus - a) / moe_tp) == 0]
-    n_rel = total_gpus / (1 + math.exp(-th[0]))
-    near = {max((a for a in legal if a <= n_rel), default=None), min((a for a in legal if a >= n_rel), default=None)}
-    for a in sorted(x for x in near if x is not None):
-        t = th.copy()
-        t[0] = math.log((a + 1e-6) / (total_gpus - a - 1e-6))  # floor/ceil of share · G both give a
-        out += op.legal_candidates(arch, t, base, total_gpus, m)
-    return out
-
-
-def widened(m: js.Model, hw: js.Hardware, arch: str, bases: list[Any], gpus: int, w: js.Workload,
-            slo: js.SLO) -> tuple[float | None, int, bool]:
-    """(best feasible tokens/s/GPU, hard evaluations, re-check passes) of the widened repair of the library's own
-    relaxed solution (same settings and seed, so the same relaxed points `optimize` rounds)."""
-    rel = op.solve_relaxed(m, hw, arch, op.stack(bases), gpus, w, slo, settings=SETTINGS)
-    obj, cons = np.asarray(rel.objective), np.asarray(rel.constraints)
-    viol = cons.max(axis=-1)
-    score = np.where(viol <= 1e-3, obj, -np.inf)
-    cands = []
-    for i, base in enumerate(bases):
-        j = int(np.argmax(score[i])) if np.isfinite(score[i]).any() else int(np.argmin(viol[i]))
-        cands += widened_candidates(arch, np.asarray(rel.theta[i, j]), base, gpus, m)
-    if not cands:
-        return None, 0, True
-    n = len(cands)
-    cands += [cands[-1]] * (-n % 4096)  # a few padded sizes instead of one compilation per candidate count
-    r = jax.tree.map(lambda x: np.asarray(x)[:n], js.estimate_batch(m, hw, op.stack(cands), w, slo))
-    ok = (np.asarray(r.feasible) & (np.asarray(r.ttft_s) <= float(slo.ttft_s))
-          & (np.asarray(r.tpot_s) <= float(slo.tpot_s)) & (np.asarray(r.memory_frac) <= 1.0))
-    tput = np.where(np.asarray(r.feasible), np.asarray(r.out_tok_per_s_per_gpu, np.float64), -np.inf)
-    k = int(np.argmax(tput))
-    return (float(tput[k]) if np.isfinite(tput[k]) else None), n, bool(ok[k] or not np.isfinite(tput[k]))
-
-
-# --------------------------------------------------------------------------------------------------
 # One group of scenarios
 # --------------------------------------------------------------------------------------------------
 
@@ -350,9 +266,6 @@ def run_group(arch: str, model: str, hw_name: str, gpus: int, scenarios: list[tu
         else:
             rec |= {"slo_violation": False, "in_grid": None, "opt_config": "none"}
         rec["opt_legal"] = legal
-        wide, wide_n, wide_ok = widened(m, hw, arch, bases, gpus, w, slo)
-        rec |= {"widened_legal": wide, "widened_hard_evaluations": wide_n, "widened_slo_ok": wide_ok,
-                "widened_ratio": (wide or 0.0) / grid["best"] if grid["best"] else None}
         if grid["best"] is None:
             rec["status"] = "both infeasible" if legal is None else "FLAG: optimiser reports a result, grid has none"
             rec["ratio"] = None
@@ -362,7 +275,7 @@ def run_group(arch: str, model: str, hw_name: str, gpus: int, scenarios: list[tu
         print(f"  {wname:9s} {kind:6s} grid {grid['best'] or 0:9.2f} ({grid['size']:,} evals, {grid_s:5.1f} s)  "
               f"opt {legal or 0:9.2f} ({res.model_evaluations:,} evals, {opt_s:5.1f} s)  "
               f"ratio {rec['ratio'] if rec['ratio'] is not None else float('nan'):.4f}  "
-              f"{'VIOLATION ' if rec['slo_violation'] else ''}{rec['status']}; widened repair {wide or 0:.2f}",
+              f"{'VIOLATION ' if rec['slo_violation'] else ''}{rec['status']}",
               flush=True)
         out.append(rec)
     return out
@@ -384,14 +297,6 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
         "ratio_above_1": sum(x > 1 + 1e-6 for x in ratios),
         "slo_violations": sum(bool(r["slo_violation"]) for r in rows),
         "optimiser_result_outside_grid": sum(r["in_grid"] is False for r in rows),
-        "diagnostic_widened_repair": {
-            "at_least_99pct": sum((r["widened_ratio"] or 0.0) >= 0.99 for r in compared),
-            "share_at_least_99pct": (sum((r["widened_ratio"] or 0.0) >= 0.99 for r in compared) / len(compared))
-            if compared else None,
-            "worst_ratio": min((r["widened_ratio"] or 0.0) for r in compared) if compared else None,
-            "slo_violations": sum(not r["widened_slo_ok"] for r in rows),
-            "reports_where_grid_infeasible": sum(r["grid_best"] is None and r["widened_legal"] is not None
-                                                 for r in rows)},
         "by_arch": {a: {"scenarios": sum(r["arch"] == a for r in compared),
                         "at_least_99pct": sum(r["arch"] == a and r["ratio"] >= 0.99 for r in compared)}
                     for a in sorted({r["arch"] for r in rows})},
@@ -404,9 +309,8 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
 
 def table(rows: list[dict]) -> str:
     head = ("| # | arch | model | hardware | GPUs | workload | SLO (TTFT/TPOT ms) | grid best | optimiser legal "
-            "| ratio | grid evals | opt evals | grid s | opt s | re-check | grid best config | optimiser config "
-            "| widened repair (diagnostic) |")
-    lines = [head, "|" + "---|" * 18]
+            "| ratio | grid evals | opt evals | grid s | opt s | re-check | grid best config | optimiser config |")
+    lines = [head, "|" + "---|" * 17]
     for i, r in enumerate(rows, 1):
         g = f"{r['grid_best']:.1f}" if r["grid_best"] is not None else "infeasible"
         o = f"{r['opt_legal']:.1f}" if r["opt_legal"] is not None else "none"
@@ -418,9 +322,7 @@ def table(rows: list[dict]) -> str:
         lines.append(f"| {i} | {r['arch']} | {r['model']} | {r['hardware']} | {r['gpus']} | {r['workload']} | "
                      f"{r['slo']} ({r['ttft_target_ms']:g}/{r['tpot_target_ms']:g}) | {g} | {o} | {ratio} | "
                      f"{r['grid_evaluations']:,} | {r['opt_evaluations']:,} | {r['grid_s']:.1f} | {r['opt_s']:.1f} | "
-                     f"{chk} | {r['grid_config']} | {r['opt_config']} | "
-                     + (f"{r['widened_ratio']:.4f} |" if r["widened_ratio"] is not None
-                        else ("none |" if r["widened_legal"] is None else f"{r['widened_legal']:.1f} (grid none) |")))
+                     f"{chk} | {r['grid_config']} | {r['opt_config']} |")
     return "\n".join(lines)
 
 
