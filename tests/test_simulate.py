@@ -288,3 +288,21 @@ def test_cli_writes_table_plot_and_trace(tmp_path):
     events = json.loads((out / "timeline.json").read_text())["traceEvents"]
     assert any(e.get("cat") == "afd" and e["name"].startswith("FFN") for e in events)
     assert sum(e.get("cat") == "iteration" for e in events) == 200
+
+
+@pytest.mark.slow
+def test_simulate_rows_replays_closed_loop_benchmarks(ds3, h200):
+    from jaxsim.serve import Load
+    from jaxsim.simulate.validation import simulate_rows
+    from jaxsim.validate import DEFAULT_SLO, Scenario
+
+    w = js.Workload(input_tokens=1000.0, output_tokens=500.0)
+    rows = [Scenario(ds3, h200, js.AggConfig(EP8, batch=16.0, chunk=8192.0), w, DEFAULT_SLO, Load("concurrency", c))
+            for c in (8.0, 128.0)]
+    out = simulate_rows(rows, rounds=3)
+    assert np.all(out["sim_completed_frac"] == 1.0)
+    # 8 clients on 8 ranks: one request per rank, alone; 128 clients fill 16 slots per rank.
+    assert out["sim_ttft_ms"][1] > out["sim_ttft_ms"][0] > 0
+    assert out["sim_tpot_ms"][1] > out["sim_tpot_ms"][0] > 0
+    alone = jax.jit(js.step_cost)(ds3, h200, EP8, js.StepBatch(decode_requests=1.0, decode_context=1250.0))
+    assert out["sim_tpot_ms"][0] == pytest.approx(float(alone.total_s) * 1e3, rel=0.02)

@@ -37,7 +37,8 @@ def _engine_traffic(t: Traffic) -> Traffic:
     trace replays share one compilation."""
     return Traffic(arrival="closed" if t.arrival == "closed" else "poisson", lengths="fixed",
                    rate_per_s=t.rate_per_s, concurrency=t.concurrency, ramp_s=t.ramp_s, spread=t.spread,
-                   kv_capacity_tokens=t.kv_capacity_tokens, trace_arrival_s=jnp.zeros_like(t.rate_per_s),
+                   kv_capacity_tokens=t.kv_capacity_tokens, request_count=t.request_count,
+                   trace_arrival_s=jnp.zeros_like(t.rate_per_s),
                    trace_input=jnp.zeros_like(t.rate_per_s), trace_output=jnp.zeros_like(t.rate_per_s),
                    trace_prefix=jnp.zeros_like(t.rate_per_s))
 

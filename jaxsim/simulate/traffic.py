@@ -41,6 +41,8 @@ class Traffic(eqx.Module):
             mean and log-σ = spread) or "empirical" (rows of `trace_*` drawn with replacement).
         rate_per_s, concurrency, ramp_s, spread: see above (whole serving system).
         kv_capacity_tokens: KV tokens one attention-DP rank may hold; ≤ 0 derives it from memory.
+        request_count: requests the simulated unit serves, ≤ the table's R rows; ≤ 0 = all R (lets
+            configurations of one batch simulate different numbers of requests).
         trace_arrival_s, trace_input, trace_output, trace_prefix: the trace or empirical table, shape (rows,).
     """
 
@@ -51,6 +53,7 @@ class Traffic(eqx.Module):
     ramp_s: Array = _num(0.0)
     spread: Array = _num(0.0)
     kv_capacity_tokens: Array = _num(0.0)
+    request_count: Array = _num(0.0)
     trace_arrival_s: Array = eqx.field(converter=lambda x: jnp.asarray(x, jnp.result_type(float)),
                                        default_factory=lambda: jnp.zeros(1))
     trace_input: Array = eqx.field(converter=lambda x: jnp.asarray(x, jnp.result_type(float)),
@@ -186,6 +189,8 @@ def generate(key: Array, traffic: Traffic, w: Workload, n: int, groups: ArrayLik
     prefix = jnp.round(jnp.maximum(prefix, 0.0))
     inp = jnp.clip(jnp.round(inp), 1.0, jnp.maximum(max_context - prefix - 1.0, 1.0))
     out = jnp.clip(jnp.round(out), 1.0, jnp.maximum(max_context - prefix - inp, 1.0))
+    wanted = jnp.round(traffic.request_count).astype(jnp.int32)
+    count = jnp.where(wanted > 0, jnp.minimum(count, wanted), count)
     valid = jnp.arange(n) < count
     arrival = jnp.where(valid, arrival, jnp.inf)
     return Requests(arrival_s=arrival, prefix=prefix, input=inp, output=out, count=count)
