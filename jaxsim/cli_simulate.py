@@ -210,8 +210,8 @@ def simulate_cmd(
         arch = architecture(cfg)
         load_text = (f"rate {rate:g}/s" if rate is not None else f"concurrency {concurrency:g}"
                      if concurrency is not None else f"trace {trace}")
-        title = (f"{arch}: {m.name} on {hw.name}, {load_text}, {int(s.completed)} requests "
-                 f"(one group of {unit['groups']:g})")
+        scope = "whole system" if unit["groups"] == 1 else f"one of {unit['groups']:g} identical groups"
+        title = f"{arch}: {m.name} on {hw.name}, {load_text}, {int(s.completed)} requests simulated ({scope})"
         plot = cdf_plot(r, out / "latency_cdf.png", title, warmup)
         tl = chrome_trace(r, out / "timeline.json", m, hw, cfg)
         result = {
@@ -234,7 +234,7 @@ def simulate_cmd(
         if as_json:
             print_json(result)
             return
-        console = Console(highlight=False)
+        console = Console(highlight=False, width=max(Console().width, 140))
         t = Table(title=f"{title} — latency (ms), warm-up {warmup:g} left out at each end", header_style="bold")
         t.add_column("metric")
         for k in ("mean", "p50", "p90", "p99"):
