@@ -318,7 +318,7 @@ def _arrivals(st: State, cx: _Ctx, start: Array, n: int) -> tuple[Array, Array]:
 def _arrived_by(cx: _Ctx, t: Array, nfin: Array) -> Array:
     """Requests that have arrived by time t (float)."""
     if not cx.closed:
-        return jnp.searchsorted(cx.table_arrival, t, side="right").astype(jnp.float32)
+        return jnp.searchsorted(cx.table_arrival, t, side="right", method="scan_unrolled").astype(jnp.float32)
     n_cl = cx.unit.clients
     ramped = jnp.where(cx.ramp_s > 0, jnp.clip(jnp.floor(t * n_cl / jnp.maximum(cx.ramp_s, 1e-30)) + 1.0, 0.0, n_cl),
                        n_cl)
