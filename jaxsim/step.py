@@ -97,7 +97,7 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: 
     flops = main.flops
 
     dec_op = F.decode_attention(m, d, dec, b.decode_context, b.decode_context_spread)
-    core_t = K.attention_s(hw, dec_op.flops, dec_op.bytes, b.decode_context, d.attn_compute_bytes, mode)
+    core_t = K.decode_attention_s(hw, dec_op.flops, dec_op.bytes, b.decode_context, d.attn_compute_bytes, mode)
     flops = flops + dec_op.flops
 
     if m.attention == "mla":
