@@ -9,6 +9,10 @@ left out, and the mean TTFT and TPOT of the rest are the prediction — what the
 Rows are simulated in stacked batches grouped by what the simulator compiles on (attention kind,
 architecture) and by power-of-two buckets of the slot array and request table, so a whole sample needs a
 handful of compilations; model and hardware are stacked like the configuration.
+
+Caveat: an agg row is simulated as one of its identical attention-DP groups with round(N / groups) clients
+(at least 1), so a concurrency that is not a multiple of the groups is rounded (N = 4 on 8 ranks runs 8).
+The configuration's `request_overhead_s` and `mixed_prefill` are honoured (see `jaxsim.simulate.engine`).
 """
 
 from __future__ import annotations
