@@ -230,8 +230,8 @@ def _batches(b: float, hi: float) -> list[float]:
 
 
 def _steps(b: float, hi: float) -> list[float]:
-    """A legal batch and its nearest integer neighbours (±1, ±2, ±5 %): the moves of the local search."""
-    out = {b - 2, b - 1, b + 1, b + 2, round(b * 0.95), round(b * 1.05)}
+    """Moves of the local search from a legal batch: ±1, ±2 and relative steps from −50 % to +100 %."""
+    out = {b - 2, b - 1, b + 1, b + 2} | {round(b * f) for f in (0.5, 0.8, 0.9, 0.95, 1.05, 1.1, 1.25, 1.5, 2.0)}
     return sorted(float(x) for x in out if 1 <= x <= hi and x != b)
 
 
@@ -243,8 +243,8 @@ def _chunks(c: float) -> list[float]:
 
 
 def _chunk_steps(c: float) -> list[float]:
-    i = LEGAL_CHUNKS.index(c)
-    return [LEGAL_CHUNKS[j] for j in (i - 1, i + 1) if 0 <= j < len(LEGAL_CHUNKS)]
+    """Every other legal chunk (there are few)."""
+    return [x for x in LEGAL_CHUNKS if x != c]
 
 
 def afd_splits(base: AFDConfig, total_gpus: float, m: Model) -> list[float]:
@@ -317,8 +317,8 @@ def rounded_allocations(arch: str, theta: np.ndarray, base: Any, total_gpus: flo
 
 def neighbours(arch: str, a: Alloc, base: Any, total_gpus: float, m: Model) -> list[Alloc]:
     """Legal allocations one move away from `a` (the local search of the repair): one value changed to a
-    neighbouring legal value — batch ±1, ±2, ±5 %, the adjacent chunk, micro-batches ±1, the adjacent legal
-    attention/FFN split, one worker more or fewer in either P/D pool."""
+    neighbouring legal value — batch ±1, ±2 or a relative step, any other chunk, micro-batches ±1, the adjacent
+    legal attention/FFN split, one worker more or fewer in either P/D pool."""
     out: list[Alloc] = []
 
     def put(i: int, values: Sequence[float]) -> None:
@@ -420,13 +420,15 @@ def optimize(m: Model, hw: Hardware, arch: str, bases: Sequence[Any], total_gpus
         tput = np.where(np.asarray(hard.feasible), np.asarray(hard.out_tok_per_s_per_gpu, np.float64), -np.inf)
         tried.update(zip(batch, tput.tolist(), strict=True))
         k = int(np.argmax(tput))
-        improved = np.isfinite(tput[k]) and (best is None or tput[k] > best[0])
-        if improved:
+        if np.isfinite(tput[k]) and (best is None or tput[k] > best[0]):
             best = (float(tput[k]), *batch[k], jax.tree.map(lambda x, k=k: x[k], hard))
-        elif best is not None:
-            break
-        # Local search on the hard model: one-move neighbours of the best few feasible allocations so far.
-        top = sorted((c for c, t in tried.items() if np.isfinite(t)), key=lambda c: -tried[c])[:REPAIR_WIDTH]
+        # Local search on the hard model: one-move neighbours of the best few feasible allocations so far and
+        # of the best feasible allocation of every base (the relaxed ranking of bases can differ from the hard one).
+        feasible = sorted((c for c, t in tried.items() if np.isfinite(t)), key=lambda c: -tried[c])
+        per_base: dict[int, Alloc] = {}
+        for i, a in feasible:
+            per_base.setdefault(i, a)
+        top = list(dict.fromkeys([*feasible[:REPAIR_WIDTH], *per_base.items()]))
         batch = [(i, nb) for i, a in top for nb in neighbours(arch, a, bases[i], total_gpus, m)]
     result.model_evaluations = len(bases) * settings.starts * (settings.rounds * (settings.steps + 1) + 1) + len(tried)
     if best is not None:
@@ -435,18 +437,22 @@ def optimize(m: Model, hw: Hardware, arch: str, bases: Sequence[Any], total_gpus
     return result
 
 
-REPAIR_ROUNDS = 4  # local-search rounds after the rounding (each stops early once nothing improves)
-REPAIR_WIDTH = 4  # feasible allocations whose neighbours each round evaluates
+REPAIR_ROUNDS = 6  # local-search rounds after the rounding (stops early once no unexplored neighbour is left)
+REPAIR_WIDTH = 4  # feasible allocations whose neighbours each round evaluates (plus the best of every base)
+REPAIR_BLOCK = 1024  # candidates per hard-model call
 
 
 def _evaluate(m: Model, hw: Hardware, arch: str, stacked: Any, cands: Sequence[tuple[int, Alloc]],
               total_gpus: float, w: Workload, slo: SLO, load: Load) -> Metrics:
     """Hard metrics of (base index, allocation) pairs: the bases' leaves gathered and the allocation written
-    in as columns (no per-candidate pytree), padded to a power of two so few shapes are compiled."""
+    in as columns (no per-candidate pytree), in blocks of `REPAIR_BLOCK` so one shape is ever compiled."""
     n = len(cands)
-    size = max(256, 1 << (n - 1).bit_length())
-    ids = np.asarray([c[0] for c in cands] + [cands[-1][0]] * (size - n))
-    vals = np.asarray([c[1] for c in cands] + [cands[-1][1]] * (size - n), np.float32)
+    if n > REPAIR_BLOCK:
+        parts = [_evaluate(m, hw, arch, stacked, cands[i:i + REPAIR_BLOCK], total_gpus, w, slo, load)
+                 for i in range(0, n, REPAIR_BLOCK)]
+        return jax.tree.map(lambda *x: np.concatenate(x), *parts)
+    ids = np.asarray([c[0] for c in cands] + [cands[-1][0]] * (REPAIR_BLOCK - n))
+    vals = np.asarray([c[1] for c in cands] + [cands[-1][1]] * (REPAIR_BLOCK - n), np.float32)
     cfg = jax.tree.map(lambda x: x[ids], stacked)
     cols = tuple(vals[:, k] for k in range(vals.shape[1]))
     if arch == "agg":
