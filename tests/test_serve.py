@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import jaxsim as js
+from jaxsim.cost import comm
 from jaxsim.serve import AFDConfig, AggConfig, DisaggConfig, Load, afd_iteration
 from jaxsim.step import attention_side, routed_experts_s
 
@@ -312,6 +313,31 @@ def test_afd_layer_time_formula(ds3: js.Model, h200: js.Hardware, tp: int, dp: i
     assert f(it.breakdown.moe_s) == approx(M * n * t_f)
     assert f(it.breakdown.dispatch_s) == approx(M * n * t_a2f)
     assert f(it.breakdown.combine_s) == approx(M * n * t_f2a)
+
+
+@pytest.mark.parametrize(("tp", "dp", "ep", "moe_tp", "micro_batches", "domain"),
+                         [(1, 8, 8, 1, 1.0, "nic"), (2, 2, 2, 2, 3.0, "nvlink")])
+def test_afd_exchange_pays_collective_latency(ds3: js.Model, h200: js.Hardware, tp: int, dp: int, ep: int,
+                                              moe_tp: int, micro_batches: float, domain: str) -> None:
+    """With H200's fitted per-call collective latency (7.07 µs, specs/calibration/h200-sxm.toml), A2F and F2A
+    each pay it once per micro-batch and MoE layer on top of the hop latency, as the EP all-to-all does."""
+    fixed = 7.07065e-6
+    hw = eqx.tree_at(lambda h: h.eff.collective_latency_s, h200, fixed)
+    d = dep(tp=tp, dp=dp, ep=ep, moe_tp=moe_tp)
+    b = decode_only(W, 96.0)
+    bw, lat = (NVLINK_BW, NVLINK_LAT) if domain == "nvlink" else (NIC_BW, NIC_LAT)
+    t_a, t_a2f, t_f, t_f2a = afd_stages(ds3, hw, d, micro_batches, b, bw, lat + fixed)
+    M = micro_batches
+    layer = moe_layer_s(ds3, hw, d, M, b)
+    assert layer == approx(max(M * t_a, M * t_f, M * t_a2f, M * t_f2a, t_a + t_a2f + t_f + t_f2a), rel=1e-4)
+    it, it0 = afd_it(ds3, hw, d, M, b), afd_it(ds3, h200, d, M, b)
+    # Dispatch and combine each grow by M micro-batches × 58 MoE layers × 7.07 µs (0.41 ms for M = 1).
+    for part in ("dispatch_s", "combine_s"):
+        grown = f(getattr(it.breakdown, part)) - f(getattr(it0.breakdown, part))
+        assert grown == approx(M * DS3_MOE_LAYERS * fixed, rel=1e-3)
+    # The same fixed time the EP all-to-all of cost/comm.py pays per call.
+    n = f(d.tp * d.dp + d.ep * d.moe_tp)
+    assert f(comm.all_to_all_s(hw, 0.0, n)) - f(comm.all_to_all_s(h200, 0.0, n)) == approx(fixed)
 
 
 def test_afd_slow_link_bound_by_combine(ds3: js.Model, h200: js.Hardware) -> None:

@@ -16,8 +16,10 @@ micro-batches per layer, and one micro-batch cannot start its next layer before 
 
 With many micro-batches and free communication this tends to max(attention, FFN) of the whole batch;
 with M = 1 it is the sum of the four stages. The exchange crosses NVLink when both groups fit one
-scale-up domain, else the NICs. Dense layers (and MTP draft layers of dense models) run on the attention
-GPUs alone, M micro-batches in a row.
+scale-up domain, else the NICs; each direction costs the link's hop latency + the fixed per-call
+`collective_latency_s` (as every collective in `cost/comm.py`) + bytes of the busiest GPU / bandwidth.
+Dense layers (and MTP draft layers of dense models) run on the attention GPUs alone, M micro-batches
+in a row.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from jaxsim import smooth
+from jaxsim.cost import comm
 from jaxsim.cost import flops as F
 from jaxsim.cost import kernels as K
 from jaxsim.cost import memory as Mem
@@ -108,7 +111,9 @@ def afd_iteration(m: Model, hw: Hardware, d: Deployment, micro_batches: Array, b
     same_domain = n_attn + n_ffn <= hw.scale_up_gpus
     bw = jnp.where(same_domain, hw.scale_up_bytes_per_s * hw.eff.scale_up_frac,
                    hw.scale_out_bytes_per_s * hw.eff.scale_out_frac)
-    lat = jnp.where(same_domain, hw.scale_up_latency_s, hw.scale_out_latency_s)
+    # Hop latency of the link, plus the fixed per-call time every collective pays (comm._fixed: the
+    # calibrated launch and synchronisation cost the EP all-to-all also pays), once per direction.
+    lat = jnp.where(same_domain, hw.scale_up_latency_s, hw.scale_out_latency_s) + comm._fixed(hw, n_attn + n_ffn)
     t_a2f = lat + smooth.maximum(send_a, recv_f, mode) * d.dispatch_bytes / bw
     t_f2a = lat + smooth.maximum(send_a * d.moe_tp, recv_f, mode) * d.combine_bytes / bw
 
