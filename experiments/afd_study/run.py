@@ -428,9 +428,15 @@ def whatif_study(evaluators: dict, spaces: dict, log: Any) -> list[dict[str, Any
 
 
 def optimizer_study(models: tuple[str, ...], systems: tuple[str, ...], workloads: tuple[str, ...],
-                    frontiers: dict, log: Any) -> list[dict[str, Any]]:
-    """`jaxsim.optimize.optimize` (default settings and bases) next to the grid's best, per scenario."""
-    rows = []
+                    frontiers: dict, log: Any, budget_s: float = float("inf"),
+                    csv_path: Path | None = None) -> list[dict[str, Any]]:
+    """`jaxsim.optimize.optimize` (default settings and bases) next to the grid's best, per scenario.
+
+    No new optimiser call starts once `budget_s` seconds have passed (the rest are recorded as skipped);
+    rows are written to `csv_path` as they come, so an interrupted run keeps what it has.
+    """
+    rows: list[dict[str, Any]] = []
+    t_begin = time.perf_counter()
     for model in models:
         m = load_model(model)
         for system in systems:
@@ -438,6 +444,10 @@ def optimizer_study(models: tuple[str, ...], systems: tuple[str, ...], workloads
             for wl in workloads:
                 w, slo = preset_workload(wl)
                 for arch in op.OPT_ARCHITECTURES:
+                    if time.perf_counter() - t_begin > budget_s:
+                        rows.append({"model": model, "system": system, "workload": wl, "arch": arch,
+                                     "skipped": f"optimiser time budget of {budget_s:.0f} s spent"})
+                        continue
                     t0 = time.perf_counter()
                     bases = op.default_bases(m, hw, arch, TOTAL_GPUS)
                     res = op.optimize(m, hw, arch, bases, TOTAL_GPUS, w, slo)
@@ -460,8 +470,12 @@ def optimizer_study(models: tuple[str, ...], systems: tuple[str, ...], workloads
                         if g:
                             row["ratio"] = float(lm.out_tok_per_s_per_gpu) / g
                     rows.append(row)
+                    if csv_path is not None:
+                        write_csv(csv_path, rows)
                     log(f"optimizer {model} {system} {wl} {arch}: {dt:.1f} s, "
                         f"{row.get('opt_tok_s_gpu', 'none')} vs grid {g}")
+    if csv_path is not None:
+        write_csv(csv_path, rows)
     return rows
 
 
@@ -705,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-library-check", action="store_true", help="skip the check against jaxsim.sweep.sweep")
     p.add_argument("--optimizer-systems", default="b200",
                    help="comma list of systems on which to run the optimiser (it compiles for minutes; default b200)")
+    p.add_argument("--optimizer-budget-s", type=float, default=900.0,
+                   help="no new optimiser call starts after this many seconds of optimiser time (default 900)")
     p.add_argument("--out", default=str(HERE / "results"), help="output folder (default: results/ beside this file)")
     args = p.parse_args(argv)
     out = Path(args.out)
@@ -767,34 +783,35 @@ def main(argv: list[str] | None = None) -> int:
         timings["library_check_s"] = time.perf_counter() - t0
         log(f"library sweep check: {check}")
 
+    def write_reports(opt_rows: list[dict[str, Any]]) -> None:
+        t0 = time.perf_counter()
+        for model in models:
+            plot_pareto(frontiers, model, systems, workloads, out / f"pareto_{model}.png")
+            plot_slo(slo_rows, model, systems, workloads, out / f"slo_{model}.png")
+        plot_splits(split_rows, models, systems, out / "split_vs_context.png")
+        timings["plots_s"] = time.perf_counter() - t0
+        tables = ["# Generated tables (run.py)", ""]
+        for system in systems:
+            tables += [best_table(best_rows, system), ""]
+        for system in systems:
+            tables += [slo_table(slo_rows, system), ""]
+        tables += [split_table(split_rows), "", whatif_table(whatif_rows), "", optimizer_table(opt_rows), ""]
+        (out / "tables.md").write_text("\n".join(tables))
+        timings["total_s"] = time.perf_counter() - t_start
+        summary = {"environment": env, "quick": args.quick, "timings_s": timings,
+                   "space_sizes": {m: {a: s.size for a, s in sp.items()} for m, sp in spaces.items()},
+                   "library_sweep_check": check, "claims": claims(best_rows, slo_rows, split_rows, frontiers)}
+        (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+    write_reports([])  # everything but the optimiser, in case the optimiser is interrupted
     opt_rows: list[dict[str, Any]] = []
     if not args.no_optimizer:
         t0 = time.perf_counter()
         opt_systems = tuple(x for x in args.optimizer_systems.split(",") if x in systems)
-        opt_rows = optimizer_study(models, opt_systems, workloads, frontiers, log)
+        opt_rows = optimizer_study(models, opt_systems, workloads, frontiers, log, args.optimizer_budget_s,
+                                   out / "optimizer.csv")
         timings["optimizer_s"] = time.perf_counter() - t0
-        write_csv(out / "optimizer.csv", opt_rows)
-
-    t0 = time.perf_counter()
-    for model in models:
-        plot_pareto(frontiers, model, systems, workloads, out / f"pareto_{model}.png")
-        plot_slo(slo_rows, model, systems, workloads, out / f"slo_{model}.png")
-    plot_splits(split_rows, models, systems, out / "split_vs_context.png")
-    timings["plots_s"] = time.perf_counter() - t0
-
-    tables = ["# Generated tables (run.py)", ""]
-    for system in systems:
-        tables += [best_table(best_rows, system), ""]
-    for system in systems:
-        tables += [slo_table(slo_rows, system), ""]
-    tables += [split_table(split_rows), "", whatif_table(whatif_rows), "", optimizer_table(opt_rows), ""]
-    (out / "tables.md").write_text("\n".join(tables))
-
-    timings["total_s"] = time.perf_counter() - t_start
-    summary = {"environment": env, "quick": args.quick, "timings_s": timings,
-               "space_sizes": {m: {a: s.size for a, s in sp.items()} for m, sp in spaces.items()},
-               "library_sweep_check": check, "claims": claims(best_rows, slo_rows, split_rows, frontiers)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        write_reports(opt_rows)
     log(f"done in {timings['total_s']:.0f} s; results in {out}")
     return 0
 
@@ -845,7 +862,8 @@ def optimizer_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(f"| {r['model']} | {r['system']} | {r['workload']} | {LABEL[r['arch']]} | "
                      f"{fmt(r.get('grid_tok_s_gpu'))} | {fmt(r.get('opt_tok_s_gpu'))} | {fmt(r.get('ratio'), '.3f')} | "
-                     f"{r['optimizer_seconds']:.1f} | {r.get('grid_config', '')} | {r.get('opt_config', 'none')} |")
+                     f"{fmt(r.get('optimizer_seconds'), '.1f')} | {r.get('grid_config', '')} | "
+                     f"{r.get('skipped') or r.get('opt_config', 'none')} |")
     return "\n".join(lines)
 
 
