@@ -47,3 +47,15 @@ def test_quick_study_writes_everything(tmp_path):
             assert float(r["tpot_ms"]) <= 15.0 + 1e-3 and float(r["ttft_ms"]) <= 50.0 + 1e-3
     claims = json.loads((tmp_path / "summary.json").read_text())["claims"]
     assert set(claims["peak_winner"].values()) <= {"agg", "disagg", "agg+afd", "disagg+afd"}
+
+
+def test_optimizer_budget_skips_and_writes(tmp_path):
+    """Once the optimiser's time budget is spent, no call starts: every row is recorded as skipped, the
+    CSV is written and the table names the reason."""
+    run = _load()
+    rows = run.optimizer_study(("deepseek-v3.2",), ("b200",), ("chat",), {}, print, budget_s=-1.0,
+                               csv_path=tmp_path / "optimizer.csv")
+    assert [r["arch"] for r in rows] == ["agg", "disagg", "agg+afd"]
+    assert all("budget" in r["skipped"] for r in rows)
+    assert len(list(csv.DictReader((tmp_path / "optimizer.csv").open()))) == 3
+    assert run.optimizer_table(rows).count("optimiser time budget of -1 s spent") == 3
