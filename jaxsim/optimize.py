@@ -316,32 +316,26 @@ def rounded_allocations(arch: str, theta: np.ndarray, base: Any, total_gpus: flo
 
 
 def neighbours(arch: str, a: Alloc, base: Any, total_gpus: float, m: Model) -> list[Alloc]:
-    """Legal allocations one move away from `a` (the local search of the repair): one value changed to a
-    neighbouring legal value — batch ±1, ±2 or a relative step, any other chunk, micro-batches ±1, the adjacent
-    legal attention/FFN split, one worker more or fewer in either P/D pool."""
-    out: list[Alloc] = []
-
-    def put(i: int, values: Sequence[float]) -> None:
-        out.extend((*a[:i], v, *a[i + 1:]) for v in values)
-
+    """Legal allocations near `a` (the moves of the repair's local search). Batch and chunk (and, for P/D, the
+    decode batch and the worker counts; for AFD, batch, chunk and micro-batches) move jointly, since a TPOT or
+    TTFT limit couples them: the best legal point can sit two single moves away behind an infeasible one.
+    Moves: batch ±1, ±2 or a relative step, any legal chunk, micro-batches ±1, the adjacent legal split, one
+    worker more or fewer in either P/D pool."""
     if arch == "agg":
-        put(0, _steps(a[0], MAX_BATCH))
-        put(1, _chunk_steps(a[1]))
+        out = itertools.product([a[0], *_steps(a[0], MAX_BATCH)], LEGAL_CHUNKS)
     elif arch == "disagg":
         gp, gd = float(base.prefill.gpus), float(base.decode.gpus)
-        fits = lambda wp, wd: wp >= 1 and wd >= 1 and wp * gp + wd * gd <= total_gpus  # noqa: E731
-        put(0, [v for v in (a[0] - 1, a[0] + 1) if fits(v, a[1])])
-        put(1, [v for v in (a[1] - 1, a[1] + 1) if fits(a[0], v)])
-        put(2, _steps(a[2], MAX_PREFILL_BATCH))
-        put(3, _steps(a[3], MAX_BATCH))
+        pairs = [(wp, wd) for wp in (a[0] - 1, a[0], a[0] + 1) for wd in (a[1] - 1, a[1], a[1] + 1)
+                 if wp >= 1 and wd >= 1 and wp * gp + wd * gd <= total_gpus]
+        out = [(wp, wd, pb, db) for (wp, wd) in pairs for pb in [a[2], *_steps(a[2], MAX_PREFILL_BATCH)]
+               for db in [a[3], *_steps(a[3], MAX_BATCH)]]
     else:
         splits = afd_splits(base, total_gpus, m)
         i = splits.index(a[0])
-        put(0, [splits[j] for j in (i - 1, i + 1) if 0 <= j < len(splits)])
-        put(1, [v for v in (a[1] - 1, a[1] + 1) if 1 <= v <= MAX_MICRO_BATCHES])
-        put(2, _steps(a[2], MAX_BATCH))
-        put(3, _chunk_steps(a[3]))
-    return out
+        near = [splits[j] for j in (i - 1, i, i + 1) if 0 <= j < len(splits)]
+        micros = [v for v in (a[1] - 1, a[1], a[1] + 1) if 1 <= v <= MAX_MICRO_BATCHES]
+        out = itertools.product(near, micros, [a[2], *_steps(a[2], MAX_BATCH)], LEGAL_CHUNKS)
+    return [tuple(map(float, x)) for x in out if tuple(x) != a]
 
 
 def build(arch: str, base: Any, a: Alloc, total_gpus: float) -> Any:
