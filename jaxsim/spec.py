@@ -92,6 +92,13 @@ class Efficiency(eqx.Module):
     (`*_latency_p`: 1 = they add, large = the longer hides the other). Decode attention (one query per
     request reading its KV) has parameters of its own (`decode_attn_*`); the spec loader copies the
     `attn_*` values into them when a hardware file does not set them.
+
+    `serving_latency_frac` (in [0, 1]) is the share of every fitted per-call latency (`*_latency_s`,
+    `*_quant_latency_s`, `collective_latency_s`) that a kernel still pays inside a serving iteration. The
+    calibration fit always prices kernels as measured in isolation (fraction 1); a serving step pays less because
+    engines fuse the measured units (norm + quantisation, all-reduce + norm, routing into the MoE kernel) and
+    overlap a kernel's prologue with its predecessor's tail (programmatic dependent launch). Scaling a latency
+    never takes a kernel under its roofline bound.
     """
 
     gemm_compute_frac: Array = _num(0.7)
@@ -127,6 +134,7 @@ class Efficiency(eqx.Module):
     decode_attn_half_context: Array = _num(256.0)
     decode_attn_latency_s: Array = _num(0.0)
     collective_latency_s: Array = _num(0.0)
+    serving_latency_frac: Array = _num(1.0)
 
 
 class Hardware(eqx.Module):

@@ -121,6 +121,51 @@ def test_gemm_latency_terms_hand_computed() -> None:
     assert float(kernels.gemm_s(hw2, 1.0, 4.8e9, 1e9, 2.0)) == pytest.approx(math.hypot(work, 3e-6), rel=1e-5)
 
 
+
+def test_serving_latency_share_hand_computed() -> None:
+    import equinox as eqx
+
+    from jaxsim.cost import comm
+
+    hw = js.load_hardware("h200-sxm", calibrated=False)
+    eff = js.Efficiency(gemm_compute_frac=0.5, gemm_half_rows=0.0, gemm_memory_frac=0.5, gemm_fp8_scale=0.5,
+                        gemm_latency_s=3e-6, gemm_quant_latency_s=2e-6, moe_latency_s=30e-6,
+                        decode_attn_latency_s=10e-6, collective_latency_s=7e-6, serving_latency_frac=0.4)
+    hw = eqx.tree_at(lambda h: h.eff, hw, eff)
+    # FP8 GEMM: work + 0.4 × (3 µs + 2 µs) = work + 2 µs.
+    t = float(kernels.gemm_s(hw, 1e13, 1.0, 1e9, 1.0))
+    assert t == pytest.approx(1e13 / (1979e12 * 0.25) + 2e-6, rel=1e-5)
+    # Decode attention: 1 byte of work at most, + 0.4 × 10 µs.
+    assert float(kernels.decode_attention_s(hw, 0.0, 0.0, 1e3, 2.0)) == pytest.approx(4e-6, rel=1e-5)
+    # All-reduce over 2 GPUs of 0 bytes: 2 log2(2) link latencies + 0.4 × 7 µs.
+    want = 2.0 * float(hw.scale_up_latency_s) + 2.8e-6
+    assert float(comm.all_reduce_s(hw, 0.0, 2.0)) == pytest.approx(want, rel=1e-5)
+    # Out-of-range shares are clipped into [0, 1]: never a negative latency, never more than the fitted one.
+    lo = eqx.tree_at(lambda h: h.eff.serving_latency_frac, hw, -1.0)
+    hi = eqx.tree_at(lambda h: h.eff.serving_latency_frac, hw, 3.0)
+    assert float(kernels.decode_attention_s(lo, 0.0, 0.0, 1e3, 2.0)) == 0.0
+    assert float(kernels.decode_attention_s(hi, 0.0, 0.0, 1e3, 2.0)) == pytest.approx(10e-6, rel=1e-5)
+
+
+@pytest.mark.parametrize("system", SHIPPED)
+def test_fit_prices_isolated_kernels_whatever_the_serving_share(system: str) -> None:
+    """The fit predicts the tables (isolated kernels): the serving share must not change a kernel prediction, and
+    the shipped files carry the documented constant."""
+    import equinox as eqx
+
+    hw = js.load_hardware(system)
+    assert float(hw.eff.serving_latency_frac) == pytest.approx(C.SERVING_LATENCY_FRAC)
+    rows = _random_rows(np.random.default_rng(3), 40)
+    full = eqx.tree_at(lambda h: h.eff.serving_latency_frac, hw, 1.0)
+    np.testing.assert_allclose(FT.predict(hw, rows).pred_ms, FT.predict(full, rows).pred_ms, rtol=1e-6)
+    # ... while in serving the same GEMM is faster by 0.6 × its fixed latency.
+    lat = float(hw.eff.gemm_latency_s + hw.eff.gemm_quant_latency_s)
+    p = float(hw.eff.gemm_latency_p)
+    assert p == pytest.approx(1.0, abs=0.05)
+    gap = float(kernels.gemm_s(full, 1.0, 1.0, 1.0, 1.0) - kernels.gemm_s(hw, 1.0, 1.0, 1.0, 1.0))
+    assert gap == pytest.approx(0.6 * lat, rel=0.05)
+
+
 # ---- fit ----
 
 

@@ -183,8 +183,9 @@ def test_blocked_batch_equals_vmap(ds3: js.Model, h200: js.Hardware, n: int, blo
     b = jax.tree.map(lambda *x: jnp.stack(x), *bs)
     plain = jax.vmap(js.step_cost, in_axes=(None, None, 0, 0))(ds3, h200, d, b)
     blocked = js.step_cost_batch(ds3, h200, d, b, block=block)
+    # Two compiled programs in float32: a few ulps of reassociation over ~60 summed terms.
     for got, want in zip(jax.tree.leaves(blocked), jax.tree.leaves(plain), strict=True):
-        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=3e-5, atol=1e-12)
 
 
 def test_batch_broadcasts_scalars(ds3: js.Model, h200: js.Hardware) -> None:
@@ -243,3 +244,16 @@ def test_smooth_primitives_converge_to_hard() -> None:
     np.testing.assert_allclose(np.asarray(smooth.ceil(x, fine))[away], np.ceil(x)[away], atol=1e-6)
     np.testing.assert_allclose(np.asarray(smooth.maximum(x, y, fine)), np.maximum(x, y), rtol=0.01)
     np.testing.assert_allclose(np.asarray(smooth.relu(x - 3, fine)), np.maximum(x - 3, 0), atol=1e-3)
+
+
+def test_serving_latency_share_orders_step_times(ds3: js.Model, h200: js.Hardware) -> None:
+    """Share 0 ≤ share 0.4 ≤ share 1 for every step, and the share-0 step equals the step with the fitted latencies
+    removed (the roofline-side terms are untouched)."""
+    at = lambda f: eqx.tree_at(lambda h: h.eff.serving_latency_frac, h200, f)  # noqa: E731
+    latencies = ("gemm_latency_s", "gemm_quant_latency_s", "moe_latency_s", "moe_quant_latency_s", "attn_latency_s",
+                 "decode_attn_latency_s", "collective_latency_s")
+    none = eqx.tree_at(lambda h: tuple(getattr(h.eff, f) for f in latencies), at(1.0), (0.0,) * len(latencies))
+    for d, b in random_cases(ds3, 6, 11):
+        t0, t4, t1 = (float(js.step_cost(ds3, at(f), d, b).total_s) for f in (0.0, 0.4, 1.0))
+        assert t0 <= t4 <= t1 and t0 < t1
+        assert t0 == pytest.approx(float(js.step_cost(ds3, none, d, b).total_s), rel=1e-6)

@@ -5,7 +5,8 @@ the nominal per-GPU, per-direction rate times the hardware's `scale_up_frac` / `
 A group of `n` GPUs fits the scale-up domain when `n ≤ scale_up_gpus`; a larger group's traffic is
 limited by the scale-out NICs. Ring algorithms: all-reduce moves 2(n−1)/n of the buffer per GPU,
 all-gather and reduce-scatter (n−1)/n; latency terms grow with log2(n) (tree / LL protocols), and every
-collective call adds the fixed `collective_latency_s` (launch and synchronisation; 0 unless calibrated).
+collective call adds the fixed `collective_latency_s` (launch and synchronisation; 0 unless calibrated), of which
+a serving step pays the share `serving_latency_frac` (see `kernels.serving_latency_s`).
 All functions take `n` as a float and return 0 for n = 1.
 """
 
@@ -32,7 +33,8 @@ def _log2(n: ArrayLike) -> Array:
 
 def _fixed(hw: Hardware, n: ArrayLike) -> Array:
     """Fixed time of one collective call over `n` GPUs (none for n = 1)."""
-    return jnp.where(jnp.asarray(n) > 1.0, jnp.maximum(hw.eff.collective_latency_s, 0.0), 0.0)
+    share = jnp.clip(hw.eff.serving_latency_frac, 0.0, 1.0)
+    return jnp.where(jnp.asarray(n) > 1.0, jnp.maximum(hw.eff.collective_latency_s, 0.0) * share, 0.0)
 
 
 def all_reduce_s(hw: Hardware, buffer_bytes: ArrayLike, n: ArrayLike) -> Array:

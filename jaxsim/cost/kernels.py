@@ -3,7 +3,9 @@
 The roofline bound of a kernel is max(FLOPs / peak FLOP/s, bytes / HBM bytes/s). Real kernels reach
 only a fraction of either rate; that fraction depends on the kernel's shape and is given by the
 hardware's `Efficiency` parameters. Every efficiency is clipped into (0, 1], and a kernel's fixed latency
-(≥ 0) only adds to its time, so a predicted time is never below the roofline bound.
+(≥ 0) only adds to its time, so a predicted time is never below the roofline bound. Inside a serving step a
+kernel pays the share `serving_latency_frac` ∈ [0, 1] of its fitted fixed latency (`serving_latency_s`); the
+calibration fit sets that share to 1 (kernels measured in isolation).
 """
 
 from __future__ import annotations
@@ -31,10 +33,16 @@ def dtype_scale(operand_bytes: ArrayLike, fp8_scale: ArrayLike, fp4_scale: Array
     return jnp.where(b <= 0.5, fp4_scale, jnp.where(b <= 1.0, fp8_scale, 1.0))
 
 
-def _latency(operand_bytes: ArrayLike, latency_s: ArrayLike, quant_latency_s: ArrayLike) -> Array:
+def serving_latency_s(hw: Hardware, latency_s: ArrayLike) -> Array:
+    """The part of a fitted per-call latency (≥ 0) paid in a serving step: `serving_latency_frac` (clipped into
+    [0, 1]) of it."""
+    return jnp.maximum(latency_s, 0.0) * jnp.clip(hw.eff.serving_latency_frac, 0.0, 1.0)
+
+
+def _latency(hw: Hardware, operand_bytes: ArrayLike, latency_s: ArrayLike, quant_latency_s: ArrayLike) -> Array:
     """Fixed time of one kernel call: its latency, plus the activation-quantisation latency for FP8 / FP4."""
     low = jnp.asarray(operand_bytes) < 2.0
-    return jnp.maximum(latency_s, 0.0) + jnp.where(low, jnp.maximum(quant_latency_s, 0.0), 0.0)
+    return serving_latency_s(hw, jnp.maximum(latency_s, 0.0) + jnp.where(low, jnp.maximum(quant_latency_s, 0.0), 0.0))
 
 
 def overlap_latency(work_s: ArrayLike, latency_s: ArrayLike, p: ArrayLike) -> Array:
@@ -90,7 +98,8 @@ def gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows: ArrayLike, o
     top = e.gemm_compute_frac * dtype_scale(operand_bytes, e.gemm_fp8_scale, e.gemm_fp4_scale)
     cf = saturating_frac(top, rows, e.gemm_half_rows)
     work = kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf, e.gemm_memory_frac, mode)
-    return overlap_latency(work, _latency(operand_bytes, e.gemm_latency_s, e.gemm_quant_latency_s), e.gemm_latency_p)
+    latency = _latency(hw, operand_bytes, e.gemm_latency_s, e.gemm_quant_latency_s)
+    return overlap_latency(work, latency, e.gemm_latency_p)
 
 
 def grouped_gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows_per_expert: ArrayLike,
@@ -101,7 +110,7 @@ def grouped_gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows_per_e
     top = e.moe_compute_frac * dtype_scale(operand_bytes, e.moe_fp8_scale, e.moe_fp4_scale)
     cf = saturating_frac(top, rows_per_expert, e.moe_half_tokens)
     work = kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf, e.moe_memory_frac, mode)
-    return overlap_latency(work, _latency(operand_bytes, e.moe_latency_s, e.moe_quant_latency_s), e.moe_latency_p)
+    return overlap_latency(work, _latency(hw, operand_bytes, e.moe_latency_s, e.moe_quant_latency_s), e.moe_latency_p)
 
 
 def attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, context: ArrayLike,
@@ -113,7 +122,7 @@ def attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, context: Arra
     top = e.attn_compute_frac * dtype_scale(compute_bytes, e.attn_fp8_scale, e.attn_fp8_scale)
     cf = jnp.where(e.attn_compute_half_context > 0, saturating_frac(top, context, e.attn_compute_half_context), top)
     work = kernel_s(flops, bytes_, peak_flop_per_s(hw, compute_bytes), hw.hbm_bytes_per_s, cf, mf, mode)
-    return overlap_latency(work, e.attn_latency_s, e.attn_latency_p)
+    return overlap_latency(work, serving_latency_s(hw, e.attn_latency_s), e.attn_latency_p)
 
 
 def decode_attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, context: ArrayLike,
@@ -125,7 +134,7 @@ def decode_attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, contex
     mf = saturating_frac(e.decode_attn_memory_frac, context, e.decode_attn_half_context)
     work = kernel_s(flops, bytes_, peak_flop_per_s(hw, compute_bytes), hw.hbm_bytes_per_s,
                     e.decode_attn_compute_frac, mf, mode)
-    return overlap_latency(work, e.decode_attn_latency_s, e.attn_latency_p)
+    return overlap_latency(work, serving_latency_s(hw, e.decode_attn_latency_s), e.attn_latency_p)
 
 
 def memory_bound_s(hw: Hardware, bytes_: ArrayLike) -> Array:
