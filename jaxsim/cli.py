@@ -596,8 +596,22 @@ def optimize_cmd(
 EXTENSIONS = ("jaxsim.cli_validate", "jaxsim.cli_calibrate", "jaxsim.cli_simulate")
 
 
+_REGISTERED: set[str] = set()
+
+
+def register_extension(name: str) -> None:
+    """Add the commands of the already-imported module `name` (its `register(app)`) to the app, once."""
+    import sys
+
+    if name not in _REGISTERED:
+        sys.modules[name].register(app)
+        _REGISTERED.add(name)
+
+
 def _register_extensions() -> None:
-    """Commands that live in modules of their own register themselves here (`register(app)`)."""
+    """Commands that live in modules of their own register themselves here (`register(app)`). A module
+    imported before this one is half-initialised while it imports `jaxsim.cli`: it has no `register` yet
+    and calls `register_extension` itself at its end."""
     import importlib
 
     for name in EXTENSIONS:
@@ -607,7 +621,8 @@ def _register_extensions() -> None:
             if e.name == name:  # not written yet in this checkout
                 continue
             raise
-        module.register(app)
+        if hasattr(module, "register"):
+            register_extension(name)
 
 
 if __name__ != "__main__":  # under `python -m jaxsim.cli` the block at the end imports this module properly

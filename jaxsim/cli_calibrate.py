@@ -64,4 +64,7 @@ def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate_cmd)
 
 
+if __name__ != "__main__":  # imported before jaxsim.cli finished: add the command to the main app now
+    from jaxsim.cli import register_extension
 
+    register_extension(__name__)

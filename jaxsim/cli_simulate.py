@@ -254,3 +254,9 @@ def simulate_cmd(
 def register(app: typer.Typer) -> None:
     """Add the `simulate` command to the `jaxsim` app."""
     app.command("simulate")(simulate_cmd)
+
+
+if __name__ != "__main__":  # imported before jaxsim.cli finished: add the command to the main app now
+    from jaxsim.cli import register_extension
+
+    register_extension(__name__)

@@ -89,6 +89,12 @@ def validate_cmd(
     model_configs: Annotated[Path | None, Opt(help="Folder of <org>--<name>_config.json for models without a preset "
                                                    "(default: beside the data, else aiconfigurator-core's).")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object (counts and error table).")] = False,
+    simulate: Annotated[bool, Opt("--simulate", help="Also replay each row's benchmark with the request-level "
+                                  "simulator and report its error beside the analytic model's.")] = False,
+    simulate_sample: Annotated[int | None, Opt(help="With --simulate: simulate this many predicted rows, drawn "
+                                               "with --seed (about a second per row on a CPU) [default: all].")]
+    = None,
+    seed: Annotated[int, Opt(help="Seed of the --simulate-sample draw.")] = 0,
 ) -> None:
     """Predict every row of AIConfigurator's measured deployments (agg and disagg) and report the error."""
     with user_errors():
@@ -97,7 +103,8 @@ def validate_cmd(
         configs = model_configs if model_configs is not None else V.default_model_configs(path)
         if configs is not None and not configs.is_dir():
             raise SpecError(f"--model-configs {configs}: not a folder")
-        result = V.validate(df, model_configs=configs)
+        result = V.validate(df, model_configs=configs, simulate=simulate, simulate_sample=simulate_sample,
+                            seed=seed)
         errors = result.errors()
         counts = result.counts()
         out.mkdir(parents=True, exist_ok=True)
@@ -106,6 +113,13 @@ def validate_cmd(
         errors.to_csv(out / "errors.csv", index=False)
         summary = _finite({"data": str(path), "model_configs": str(configs) if configs else None, **counts,
                            "errors": errors.to_dict("records")})
+        both = None
+        if simulate:
+            both = V.side_by_side(result.rows)
+            both.to_csv(out / "errors_simulated.csv", index=False)
+            mask = V.simulated_mask(result.rows)
+            summary["simulated"] = {"rows_simulated": int(mask.sum()), "sample": simulate_sample, "seed": seed,
+                                    "side_by_side": _finite(both.to_dict("records"))}
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
         if as_json:
             print_json(summary)
@@ -113,7 +127,24 @@ def validate_cmd(
         console = Console(highlight=False, width=max(Console().width, 200))
         print_counts(counts, console)
         print_errors(errors, console)
-        print(f"wrote predictions.csv, details.csv, errors.csv and summary.json to {out}")
+        if both is not None:
+            print_side_by_side(both, console)
+        print(f"wrote predictions.csv, details.csv, errors.csv{', errors_simulated.csv' if simulate else ''} and "
+              f"summary.json to {out}")
+
+
+def print_side_by_side(table: pd.DataFrame, console: Console) -> None:
+    """Median absolute % error of the analytic model and of the simulator over the same simulated rows."""
+    t = Table(title="analytic model vs request-level simulator, same rows: median |err| % (median signed err %)",
+              header_style="bold")
+    for name in ("group", "n", "TTFT analytic", "TTFT simulated", "TPOT analytic", "TPOT simulated"):
+        t.add_column(name, justify="left" if name == "group" else "right", no_wrap=True)
+    for row in table.to_dict("records"):
+        name = row["group"] if row["grouping"] in ("all", "moe") else f"{row['grouping']}: {row['group']}"
+        cells = [f"{_pct(row[f'{m}_median_ape_{k}'])} ({_pct(row[f'{m}_median_signed_pct_{k}'])})"
+                 for m in ("ttft", "tpot") for k in ("analytic", "sim")]
+        t.add_row(name, str(row["n"]), *cells)
+    console.print(t)
 
 
 def register(app: typer.Typer) -> None:
@@ -130,3 +161,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+else:  # imported before jaxsim.cli finished: add the command to the main app now
+    from jaxsim.cli import register_extension
+
+    register_extension(__name__)

@@ -544,8 +544,10 @@ class ValidationResult:
     rows: pd.DataFrame
 
     def predictions(self) -> pd.DataFrame:
-        """The `PREDICTION_COLUMNS` of every input row, in input order."""
-        return self.rows.loc[:, list(PREDICTION_COLUMNS)]
+        """The `PREDICTION_COLUMNS` of every input row, in input order (plus the simulator's latencies when
+        the rows were simulated)."""
+        extra = [c for c in ("sim_ttft_ms", "sim_tpot_ms") if c in self.rows]
+        return self.rows.loc[:, [*PREDICTION_COLUMNS, *extra]]
 
     def write_predictions(self, path: str | Path) -> Path:
         """Write `predictions()` as CSV; returns the path."""
@@ -577,7 +579,8 @@ class ValidationResult:
 
 
 def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: str | Path | None = None,
-             frameworks: Mapping[str, Framework] = FRAMEWORKS) -> ValidationResult:
+             frameworks: Mapping[str, Framework] = FRAMEWORKS, simulate: bool = False,
+             simulate_sample: int | None = None, simulate_rounds: int = 3, seed: int = 0) -> ValidationResult:
     """Predict every modellable row of a silicon table (from `load_silicon`) and label every other one.
 
     Args:
@@ -585,6 +588,12 @@ def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: st
         catalog: model / hardware resolver (default: presets plus `model_configs`).
         model_configs: folder of bundled `<org>--<name>_config.json` files for models without a preset.
         frameworks: scheduler and request overhead per `backend` (default `FRAMEWORKS`).
+        simulate: also replay each predicted row's benchmark with the request-level simulator
+            (`jaxsim.simulate.validation.simulate_rows`: closed-loop clients at the measured concurrency),
+            giving the columns `sim_ttft_ms`, `sim_tpot_ms` and `sim_completed_frac` (NaN where not simulated).
+        simulate_sample: simulate only this many predicted rows, drawn with `seed` (the simulator costs about
+            a second per row on a CPU); None simulates them all.
+        simulate_rounds: requests per simulated client (the first and last round are left out of the means).
     """
     catalog = catalog if catalog is not None else Catalog(model_configs)
     n = len(df)
@@ -627,6 +636,21 @@ def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: st
         for k in ("pred_ttft_ms", "pred_tpot_ms"):
             pred[k][bad] = np.nan
 
+    sim = {k: np.full(n, np.nan) for k in SIM_COLUMNS}
+    if simulate:
+        chosen = [i for i in range(n) if status[i] == OK]
+        if simulate_sample is not None:
+            if simulate_sample < 1:
+                raise SpecError(f"--simulate-sample must be ≥ 1, got {simulate_sample}")
+            rng = np.random.default_rng(seed)
+            chosen = sorted(rng.choice(chosen, size=min(simulate_sample, len(chosen)), replace=False).tolist())
+        if chosen:
+            from jaxsim.simulate.validation import simulate_rows
+
+            got = simulate_rows([parsed[i] for i in chosen], rounds=simulate_rounds, seed=seed)
+            for k in SIM_COLUMNS:
+                sim[k][chosen] = got[k]
+
     models = [p.model if isinstance(p, Scenario) else None for p in parsed]
     rows = pd.DataFrame({
         "id": df["id"].to_numpy(),
@@ -652,5 +676,29 @@ def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: st
         "exact_copy": df.drop(columns=["id", "silicon_data_source"]).duplicated().to_numpy(),
         "overhead_split": [in_overhead_split(str(i), str(m).strip().lower(), float(c)) for i, m, c in
                            zip(df["id"], df["mode"], df["concurrency"], strict=True)],
+        **(sim if simulate else {}),
     })
     return ValidationResult(rows)
+
+
+SIM_COLUMNS = ("sim_ttft_ms", "sim_tpot_ms", "sim_completed_frac")
+SIDE_BY_SIDE_GROUPINGS = ("all", "moe", "mode", "system")
+
+
+def simulated_mask(rows: pd.DataFrame) -> pd.Series:
+    """Predicted rows the simulator finished: both simulated latencies finite, every simulated request done."""
+    if "sim_ttft_ms" not in rows:
+        return pd.Series(False, index=rows.index)
+    return ((rows["status"] == OK) & np.isfinite(rows["sim_ttft_ms"]) & np.isfinite(rows["sim_tpot_ms"])
+            & (rows["sim_completed_frac"] >= 1.0))
+
+
+def side_by_side(rows: pd.DataFrame, groupings: Sequence[str] = SIDE_BY_SIDE_GROUPINGS) -> pd.DataFrame:
+    """The analytic model's and the simulator's error statistics over the same rows (those `simulated_mask`
+    keeps), per grouping: columns `analytic_<stat>` and `sim_<stat>` for TTFT and TPOT."""
+    same = rows[simulated_mask(rows)]
+    analytic = error_table(same, groupings)
+    simulated = error_table(same.assign(pred_ttft_ms=same["sim_ttft_ms"], pred_tpot_ms=same["sim_tpot_ms"]),
+                            groupings)
+    keys = ["grouping", "group", "n"]
+    return analytic.merge(simulated, on=keys, suffixes=("_analytic", "_sim"))
