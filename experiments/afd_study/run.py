@@ -717,8 +717,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="DeepSeek-V3.2 on B200, chat, thin spaces (smoke test)")
     p.add_argument("--no-optimizer", action="store_true", help="skip the optimiser comparison")
     p.add_argument("--no-library-check", action="store_true", help="skip the check against jaxsim.sweep.sweep")
-    p.add_argument("--optimizer-systems", default="b200",
-                   help="comma list of systems on which to run the optimiser (it compiles for minutes; default b200)")
+    p.add_argument("--optimizer-systems", default=",".join(SYSTEMS),
+                   help="comma list of systems on which to run the optimiser (default: all; compilations are shared "
+                        "across systems, so each extra system costs about a minute)")
     p.add_argument("--optimizer-budget-s", type=float, default=900.0,
                    help="no new optimiser call starts after this many seconds of optimiser time (default 900)")
     p.add_argument("--out", default=str(HERE / "results"), help="output folder (default: results/ beside this file)")
