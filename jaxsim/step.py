@@ -93,7 +93,9 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: 
     main_w, kv_b_w = F.attention_weights_gpu(m, d.tp)
     wb, ab = d.gemm_weight_bytes, d.activation_bytes
     main = F.OpCost(2.0 * tokens * main_w, main_w * wb + tokens * 3.0 * m.hidden * ab)
-    gemm_t = K.gemm_s(hw, main.flops, main.bytes, tokens, wb, mode)
+    # Inputs the projections quantise: hidden (Q / KV down or QKV), the Q latent (MLA), the heads' outputs (O).
+    main_inner = m.hidden + m.q_lora_rank + m.n_heads / d.tp * m.v_head_dim
+    gemm_t = K.gemm_s(hw, main.flops, main.bytes, tokens, wb, mode, inner=main_inner)
     flops = main.flops
 
     dec_op = F.decode_attention(m, d, dec, b.decode_context, b.decode_context_spread)
@@ -113,7 +115,7 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: 
             att = F.prefill_attention(m, d, pre, pre_ctx, seqs, absorbed)
             up = F.OpCost(2.0 * up_rows * kv_b_w, kv_b_w * wb + up_rows * m.kv_lora_rank * ab)
             t = (K.attention_s(hw, att.flops, att.bytes, pre_ctx, d.attn_compute_bytes, mode)
-                 + K.gemm_s(hw, up.flops, up.bytes, up_rows, wb, mode))
+                 + K.gemm_s(hw, up.flops, up.bytes, up_rows, wb, mode, inner=m.kv_lora_rank))
             outs.append((t, att.flops + up.flops))
         (t_exp, f_exp), (t_abs, f_abs) = outs
         core_t = core_t + smooth.minimum(t_exp, t_abs, mode)
@@ -162,8 +164,10 @@ def attention_side(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mo
     return LayerCosts(
         attention_s=attn_t,
         attn_gemm_s=attn_gemm_t,
-        dense_ffn_s=K.gemm_s(hw, dense.flops, dense.bytes, tokens, wb, mode),
-        moe_gemm_s=(K.gemm_s(hw, shared.flops, shared.bytes, tokens, wb, mode)
+        dense_ffn_s=K.gemm_s(hw, dense.flops, dense.bytes, tokens, wb, mode,
+                             inner=m.hidden + m.dense_intermediate / d.tp),
+        moe_gemm_s=(K.gemm_s(hw, shared.flops, shared.bytes, tokens, wb, mode,
+                             inner=m.hidden + m.n_shared_experts * m.shared_intermediate / d.tp)
                     + K.gemm_s(hw, gate.flops, gate.bytes, tokens, ab, mode)),
         routed_s=zero,
         dispatch_s=zero,

@@ -122,6 +122,24 @@ def test_gemm_latency_terms_hand_computed() -> None:
 
 
 
+def test_gemm_quantisation_pass_hand_computed() -> None:
+    import equinox as eqx
+
+    hw = js.load_hardware("h200-sxm", calibrated=False)
+    eff = js.Efficiency(gemm_compute_frac=0.5, gemm_half_rows=0.0, gemm_memory_frac=0.5, gemm_fp8_scale=0.5)
+    hw = eqx.tree_at(lambda h: h.eff, hw, eff)
+    # FP8, compute-bound 1e13 FLOP, M = 4096 rows, K = 7168: the pass reads 2 B and writes 1 B per element
+    # at 4.8 TB/s × 0.5, before the GEMM.
+    quant = 4096 * 7168 * 3.0 / (4.8e12 * 0.5)
+    t = float(kernels.gemm_s(hw, 1e13, 1.0, 4096.0, 1.0, inner=7168.0))
+    assert t == pytest.approx(1e13 / (1979e12 * 0.25) + quant, rel=1e-5)
+    # FP4 writes half a byte; BF16 operands need no pass.
+    t4 = float(kernels.gemm_s(hw, 0.0, 0.0, 4096.0, 0.5, inner=7168.0))
+    assert t4 == pytest.approx(4096 * 7168 * 2.5 / (4.8e12 * 0.5), rel=1e-5)
+    assert float(kernels.gemm_s(hw, 1e13, 1.0, 4096.0, 2.0, inner=7168.0)) == pytest.approx(
+        float(kernels.gemm_s(hw, 1e13, 1.0, 4096.0, 2.0)), rel=1e-7)
+
+
 def test_serving_latency_share_hand_computed() -> None:
     import equinox as eqx
 

@@ -231,10 +231,13 @@ def ref_kernel(flops, bytes_, peak, bw, compute_frac, memory_frac) -> float:
     return max(flops / (peak * ref_clip_frac(compute_frac)), bytes_ / (bw * ref_clip_frac(memory_frac)))
 
 
-def ref_gemm_s(hw, flops, bytes_, rows, operand_bytes) -> float:
+def ref_gemm_s(hw, flops, bytes_, rows, operand_bytes, inner: float = 0.0) -> float:
     e = hw.eff
-    return ref_kernel(flops, bytes_, ref_peak(hw, operand_bytes), hw.hbm_bytes_per_s,
+    gemm = ref_kernel(flops, bytes_, ref_peak(hw, operand_bytes), hw.hbm_bytes_per_s,
                       ref_saturating(e.gemm_compute_frac, rows, e.gemm_half_rows), e.gemm_memory_frac)
+    # FP8 / FP4 operands: a quantisation pass before the GEMM reads rows × inner BF16 values, writes them narrower.
+    quant = rows * inner * (2.0 + operand_bytes) if operand_bytes < 2.0 else 0.0
+    return gemm + quant / (hw.hbm_bytes_per_s * ref_clip_frac(e.gemm_memory_frac))
 
 
 def ref_grouped_gemm_s(hw, flops, bytes_, rows_per_expert, operand_bytes) -> float:
@@ -618,6 +621,9 @@ def test_kernel_times():
                   max(flops / ref_peak(hw, ob), bytes_ / hw.hbm_bytes_per_s), what + " roofline_s")
             close(kernels.gemm_s(jhw, flops, bytes_, size, ob), ref_gemm_s(hw, flops, bytes_, size, ob),
                   what + " gemm_s")
+            inner = float(rng.choice((128.0, 7168.0)))
+            close(kernels.gemm_s(jhw, flops, bytes_, size, ob, inner=inner),
+                  ref_gemm_s(hw, flops, bytes_, size, ob, inner), what + f" gemm_s (inner {inner})")
             close(kernels.grouped_gemm_s(jhw, flops, bytes_, size / 7.0, ob),
                   ref_grouped_gemm_s(hw, flops, bytes_, size / 7.0, ob), what + " grouped_gemm_s")
             close(kernels.attention_s(jhw, flops, bytes_, size * 3.0, ob),
@@ -636,7 +642,7 @@ def test_kernel_time_never_below_roofline(mode):
         hw, jhw = ns(p), jhardware(p)
         for flops, bytes_, size, ob in _kernel_inputs(rng, 10):
             bound = max(flops / ref_peak(hw, ob), bytes_ / hw.hbm_bytes_per_s)
-            times = {"gemm_s": kernels.gemm_s(jhw, flops, bytes_, size, ob, mode),
+            times = {"gemm_s": kernels.gemm_s(jhw, flops, bytes_, size, ob, mode, inner=size),
                      "grouped_gemm_s": kernels.grouped_gemm_s(jhw, flops, bytes_, size, ob, mode),
                      "attention_s": kernels.attention_s(jhw, flops, bytes_, size, ob, mode),
                      "memory_bound_s": kernels.memory_bound_s(jhw, bytes_)}

@@ -103,18 +103,20 @@ def _attention_model(op: str, c: Mapping[str, Array]) -> Model:
                        v_head_dim=c["head_dim"], sliding_window=window, sliding_layer_frac=(window > 0) * 1.0)
 
 
-def predict_op(hw: Hardware, rows: Rows) -> Array:
+def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True) -> Array:
     """Predicted time (s) of every row of one op, through the step model's cost functions.
 
     The tables time each op alone (AIConfigurator's collectors replay it as a CUDA graph), so every fitted
-    per-call latency is paid in full here: `serving_latency_frac` is set to 1 whatever `hw` holds."""
+    per-call latency is paid in full here: `serving_latency_frac` is set to 1 whatever `hw` holds. The GEMM
+    tables time BF16 activations into FP8 / FP4 modules, so their activation-quantisation pass over m × k is
+    priced (`quant_pass=False` leaves it out: the GEMM kernel alone)."""
     hw = eqx.tree_at(lambda h: h.eff.serving_latency_frac, hw, jnp.ones_like(hw.eff.serving_latency_frac))
     op, c = rows.op, rows.cols
     if op == "gemm":
         m, n, k, wb = c["m"], c["n"], c["k"], c["dtype_bytes"]
         flops = 2.0 * m * n * k
         bytes_ = n * k * wb + m * (k + n) * ACT_BYTES
-        return K.gemm_s(hw, flops, bytes_, m, wb)
+        return K.gemm_s(hw, flops, bytes_, m, wb, inner=k if quant_pass else 0.0)
     if op == "moe":
         model = _stub_model("gqa", hidden=c["hidden"], n_routed_experts=c["experts"], top_k=c["topk"],
                             moe_intermediate=c["inter"])
@@ -146,7 +148,7 @@ def roofline_op(hw: Hardware, rows: Rows) -> Array:
         layer_overhead_s=0.0, step_overhead_s=0.0))
     if rows.op in COLLECTIVES:
         ideal = eqx.tree_at(lambda h: (h.scale_up_latency_s, h.scale_out_latency_s), ideal, (0.0, 0.0))
-    return predict_op(ideal, rows)
+    return predict_op(ideal, rows, quant_pass=False)
 
 
 # --------------------------------------------------------------------------------------------------

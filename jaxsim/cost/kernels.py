@@ -19,6 +19,7 @@ from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import Hardware
 
 _MIN_EFF = 1e-6
+_ACT_BYTES = 2.0  # activations enter a quantisation pass in BF16
 
 
 def peak_flop_per_s(hw: Hardware, operand_bytes: ArrayLike) -> Array:
@@ -92,12 +93,21 @@ def kernel_s(
 
 
 def gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows: ArrayLike, operand_bytes: ArrayLike,
-           mode: Mode = HARD) -> Array:
-    """A dense GEMM with `rows` tokens (M): compute efficiency falls for small M; plus a fixed kernel latency."""
+           mode: Mode = HARD, inner: ArrayLike = 0.0) -> Array:
+    """A dense GEMM with `rows` tokens (M): compute efficiency falls for small M; plus a fixed kernel latency.
+
+    FP8 / FP4 operands (`operand_bytes` < 2) first pass over the BF16 activations to quantise them: a
+    memory-bound kernel that reads `rows × inner` BF16 elements and writes them at the operand precision
+    (`inner`: the summed input width K of the GEMMs this call stands for; 0 leaves the pass out). It runs before
+    the GEMM, so its time adds to the GEMM's roofline-limited time.
+    """
     e = hw.eff
     top = e.gemm_compute_frac * dtype_scale(operand_bytes, e.gemm_fp8_scale, e.gemm_fp4_scale)
     cf = saturating_frac(top, rows, e.gemm_half_rows)
     work = kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf, e.gemm_memory_frac, mode)
+    low = jnp.asarray(operand_bytes) < 2.0
+    quant_bytes = jnp.where(low, jnp.maximum(rows, 0.0) * jnp.maximum(inner, 0.0) * (_ACT_BYTES + operand_bytes), 0.0)
+    work = work + memory_bound_s(hw, quant_bytes)
     latency = _latency(hw, operand_bytes, e.gemm_latency_s, e.gemm_quant_latency_s)
     return overlap_latency(work, latency, e.gemm_latency_p)
 
