@@ -285,9 +285,12 @@ def rounded_allocations(arch: str, theta: np.ndarray, base: Any, total_gpus: flo
     With `ladder` (used when the relaxed point misses a constraint, so its neighbourhood may be empty of
     feasible points) a coarse ladder of batches is added over the same integer structure."""
     if arch == "agg":
-        bs = _batches(math.exp(theta[0]), MAX_BATCH) + (list(map(float, BATCH_LADDER)) if ladder else [])
-        cs = _chunks(math.exp(theta[1])) if not ladder else list(LEGAL_CHUNKS)
-        return sorted(set(itertools.product(bs, cs)))
+        # Every legal chunk: the hard model counts whole prefill iterations (a chunk that divides the prompt
+        # can win although the smooth model prefers another), and there are only a few.
+        # The coarse batch ladder always joins: under a binding TTFT / TPOT limit the best batch at another
+        # chunk can be far from the relaxed one, and the whole set is a few hundred points.
+        bs = _batches(math.exp(theta[0]), MAX_BATCH) + list(map(float, BATCH_LADDER))
+        return sorted(set(itertools.product(bs, LEGAL_CHUNKS)))
     if arch == "disagg":
         share = 1 / (1 + math.exp(-theta[0]))
         gp, gd = float(base.prefill.gpus), float(base.decode.gpus)
@@ -308,11 +311,29 @@ def rounded_allocations(arch: str, theta: np.ndarray, base: Any, total_gpus: flo
     mb = 1 + math.exp(theta[1])
     micros = {float(min(max(x, 1), MAX_MICRO_BATCHES)) for x in (math.floor(mb), math.ceil(mb))}
     bs = _batches(math.exp(theta[2]), MAX_BATCH)
-    cs = _chunks(math.exp(theta[3]))
+    cs = list(LEGAL_CHUNKS)
+    bs = sorted(set(bs) | set(map(float, BATCH_LADDER)))  # as for agg: a few hundred points more
     if ladder:
         near, micros = set(splits), micros | {1.0, 2.0, 3.0, 4.0}
-        bs, cs = sorted(set(bs) | set(map(float, BATCH_LADDER))), list(LEGAL_CHUNKS)
     return sorted(set(itertools.product(sorted(near), sorted(micros), bs, cs)))
+
+
+def _discrete_key(arch: str, a: Alloc) -> Alloc:
+    """The allocation values the repair treats as discrete choices (chunk; P/D worker counts; AFD split,
+    micro-batches and chunk): the local search also refines the batches of the best allocation of each."""
+    if arch == "agg":
+        return (a[1],)
+    return (a[0], a[1]) if arch == "disagg" else (a[0], a[1], a[3])
+
+
+def batch_moves(arch: str, a: Alloc) -> list[Alloc]:
+    """Allocations next to `a` that change only its batches (batch; P/D prefill and decode batch)."""
+    if arch == "agg":
+        return [(b, a[1]) for b in _steps(a[0], MAX_BATCH)]
+    if arch == "disagg":
+        return [(a[0], a[1], pb, db) for pb in [a[2], *_steps(a[2], MAX_PREFILL_BATCH)]
+                for db in [a[3], *_steps(a[3], MAX_BATCH)] if (pb, db) != (a[2], a[3])]
+    return [(a[0], a[1], b, a[3]) for b in _steps(a[2], MAX_BATCH)]
 
 
 def neighbours(arch: str, a: Alloc, base: Any, total_gpus: float, m: Model) -> list[Alloc]:
@@ -416,14 +437,19 @@ def optimize(m: Model, hw: Hardware, arch: str, bases: Sequence[Any], total_gpus
         k = int(np.argmax(tput))
         if np.isfinite(tput[k]) and (best is None or tput[k] > best[0]):
             best = (float(tput[k]), *batch[k], jax.tree.map(lambda x, k=k: x[k], hard))
-        # Local search on the hard model: one-move neighbours of the best few feasible allocations so far and
-        # of the best feasible allocation of every base (the relaxed ranking of bases can differ from the hard one).
+        # Local search on the hard model: joint moves from the best few feasible allocations so far and from the
+        # best of every base (the relaxed ranking of bases can differ from the hard one), and batch moves from the
+        # best allocation of each of the best (base, discrete choice) pairs (the smooth model blurs whole
+        # prefill iterations and worker counts, so the best batch can differ between chunks or pools).
         feasible = sorted((c for c, t in tried.items() if np.isfinite(t)), key=lambda c: -tried[c])
         per_base: dict[int, Alloc] = {}
+        per_key: dict[tuple[int, Alloc], Alloc] = {}
         for i, a in feasible:
             per_base.setdefault(i, a)
+            per_key.setdefault((i, _discrete_key(arch, a)), a)
         top = list(dict.fromkeys([*feasible[:REPAIR_WIDTH], *per_base.items()]))
         batch = [(i, nb) for i, a in top for nb in neighbours(arch, a, bases[i], total_gpus, m)]
+        batch += [(i, nb) for (i, _), a in list(per_key.items())[:REPAIR_KEYS] for nb in batch_moves(arch, a)]
     result.model_evaluations = len(bases) * settings.starts * (settings.rounds * (settings.steps + 1) + 1) + len(tried)
     if best is not None:
         result.legal_config = build(arch, bases[best[1]], best[2], total_gpus)
@@ -431,9 +457,10 @@ def optimize(m: Model, hw: Hardware, arch: str, bases: Sequence[Any], total_gpus
     return result
 
 
-REPAIR_ROUNDS = 6  # local-search rounds after the rounding (stops early once no unexplored neighbour is left)
+REPAIR_ROUNDS = 8  # local-search rounds after the rounding (stops early once no unexplored neighbour is left)
 REPAIR_WIDTH = 4  # feasible allocations whose neighbours each round evaluates (plus the best of every base)
 REPAIR_BLOCK = 1024  # candidates per hard-model call
+REPAIR_KEYS = 32  # best (base, discrete choice) pairs whose batches each round refines
 
 
 def _evaluate(m: Model, hw: Hardware, arch: str, stacked: Any, cands: Sequence[tuple[int, Alloc]],
