@@ -293,6 +293,19 @@ def _take(x: Array, idx: Array) -> Array:
     return jnp.take(x, jnp.clip(idx, 0, x.shape[0] - 1), axis=0)
 
 
+def _admit(ok: Array, active: Array, slot_cap: Array, p: Array, slot_idx: Array, S: int,
+           W: int) -> tuple[Array, Array, Array, Array, Array, Array]:
+    """FCFS admission: the leading run of admissible requests of the window (`ok`) take the free slots in
+    slot order. Returns (admitted mask over the window, count, new queue front, newly filled slots, each
+    new slot's window position, request index per slot)."""
+    adm = jnp.cumprod(ok.astype(jnp.int32)).astype(bool)
+    n_adm = adm.sum()
+    free_mask = ~active & (jnp.arange(S) < slot_cap)
+    rank = jnp.cumsum(free_mask) - 1
+    new = free_mask & (rank < n_adm)
+    return adm, n_adm, p + n_adm, new, jnp.clip(rank, 0, W - 1), jnp.where(new, p + rank, slot_idx)
+
+
 def _window(x: Array, start: Array, n: int) -> Array:
     """x[start : start + n] (`x` is padded so that the window never runs off its end)."""
     return jax.lax.dynamic_slice_in_dim(x, start, n)
@@ -385,15 +398,7 @@ def _agg_step(m: Model, hw: Hardware, cfg: Config, cx: _Ctx, settings: Settings,
     need_w = _window(tab.need, st.p, W)
     kv_free = u.kv_cap - jnp.where(active, st.slot_res, 0.0).sum()
     ok = iss_w & (arr_w + u.overhead_s <= t0) & (j < u.slot_cap - n_active) & (jnp.cumsum(need_w) <= kv_free)
-    adm = jnp.cumprod(ok.astype(jnp.int32)).astype(bool)
-    n_adm = adm.sum()
-    p1 = st.p + n_adm
-    sl = jnp.arange(S)
-    free_mask = ~active & (sl < u.slot_cap)
-    rank = jnp.cumsum(free_mask) - 1
-    new = free_mask & (rank < n_adm)
-    r = jnp.clip(rank, 0, W - 1)
-    idx = jnp.where(new, st.p + rank, st.slot_idx)
+    adm, n_adm, p1, new, r, idx = _admit(ok, active, u.slot_cap, st.p, st.slot_idx, S, W)
     # One gather of the admitted requests' (prefix, prompt, output, reserved) into their slots.
     rows = jnp.stack([_window(tab.prefix, st.p, W), _window(tab.prefix + tab.input, st.p, W),
                       _window(tab.output, st.p, W), need_w], axis=1)[r]
@@ -536,15 +541,7 @@ def _pd_step(m: Model, hw: Hardware, cfg: Config, cx: _Ctx, settings: Settings, 
     need_w = _window(need, st.p, W)
     kv_free = u.kv_cap - jnp.where(active, st.slot_res, 0.0).sum()
     ok = (pidx < st.q) & (ready_w <= t0) & (j < u.slot_cap - n_active) & (jnp.cumsum(need_w) <= kv_free) & do_dc
-    adm = jnp.cumprod(ok.astype(jnp.int32)).astype(bool)
-    n_adm = adm.sum()
-    p1 = st.p + n_adm
-    sl = jnp.arange(S)
-    free_mask = ~active & (sl < u.slot_cap)
-    rank = jnp.cumsum(free_mask) - 1
-    new = free_mask & (rank < n_adm)
-    r = jnp.clip(rank, 0, W - 1)
-    idx = jnp.where(new, st.p + rank, st.slot_idx)
+    _, n_adm, p1, new, r, idx = _admit(ok, active, u.slot_cap, st.p, st.slot_idx, S, W)
     rows = jnp.stack([_window(tab.prefix + tab.input, st.p, W), _window(tab.output, st.p, W), need_w], axis=1)[r]
     ctx = jnp.where(new, rows[:, 0], st.slot_ctx)
     gen = jnp.where(new, 1.0, st.slot_gen)
