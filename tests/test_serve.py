@@ -590,8 +590,10 @@ def test_rate_matching_is_the_best_split(ds3: js.Model, h200: js.Hardware) -> No
 
 
 def leaves_close(a: object, b: object, rtol: float = 1e-5) -> None:
+    # atol 1e-7: differences of float32 sums of ~10 ms (AFD's hidden_s = max(parts − total, 0)) cancel to
+    # a few ns in one compiled program and to 0 in another; every other leaf is compared relatively.
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x, dtype=float), np.asarray(y, dtype=float), rtol=rtol, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(x, dtype=float), np.asarray(y, dtype=float), rtol=rtol, atol=1e-7)
 
 
 def test_jit_equals_eager(ds3: js.Model, h200: js.Hardware) -> None:
