@@ -137,7 +137,10 @@ def test_keep_pareto_and_feasible_agree_with_all(ds3: js.Model, h200: js.Hardwar
     # The on-device selection overflowing its slots falls back to fetching whole chunks: same rows.
     spill = sw.sweep(spaces, ds3, h200, CHAT, LOOSE, chunk=100, keep="pareto", top_k=4, select_cap=1)
     for k, v in par.columns.items():
-        np.testing.assert_array_equal(spill.columns[k], v, err_msg=k)
+        if v.dtype == object:
+            np.testing.assert_array_equal(spill.columns[k], v, err_msg=k)
+        else:  # two compiled programs (with and without the selection): float32 rounding may differ
+            np.testing.assert_allclose(spill.columns[k], v, rtol=1e-5, atol=1e-7, err_msg=k)
     assert spill.feasible == par.feasible and spill.valid == par.valid and spill.evaluated == par.evaluated
 
 
@@ -184,7 +187,7 @@ def test_four_devices_equal_one(small_result, tmp_path: Path) -> None:
         if k == "arch":
             np.testing.assert_array_equal(got, v.astype(str))
         else:
-            np.testing.assert_allclose(got, v, rtol=1e-6, atol=0, err_msg=k)
+            np.testing.assert_allclose(got, v, rtol=1e-5, atol=1e-7, err_msg=k)  # float32, other fusions
     # keep="pareto" selects per device shard; the union, re-reduced, is the frontier of the whole space.
     par = np.load(tmp_path / "multi_pareto.npz")
     np.testing.assert_array_equal(par["agg"], np.sort(full.pareto("agg")["index"]))
