@@ -15,9 +15,10 @@ rounds. Convergence rule: the run reports, per start, the largest constraint val
 the objective over the last round; a start counts as converged when both are below 1e-3.
 Inner and outer loops are one `lax.scan` each inside one jit; starts and the discrete axes (TP, DP, EP,
 instance sizes) run at once under `vmap`. The best relaxed point of each discrete combination is then
-rounded and repaired: a neighbourhood of legal configurations around it (integer batches near it,
-the two nearest legal chunks, integer worker counts / group sizes) is evaluated with the hard model
-and the best feasible one is reported next to the relaxed one.
+rounded and repaired (`rounded_allocations`, then a local search with `neighbours` / `batch_moves`):
+integer batches near it and a coarse batch ladder, every legal chunk, rate-matched P/D worker counts,
+the legal attention/FFN splits next to it, all evaluated with the hard model; the best feasible one is
+reported next to the relaxed one.
 """
 
 from __future__ import annotations
@@ -235,13 +236,6 @@ def _steps(b: float, hi: float) -> list[float]:
     return sorted(float(x) for x in out if 1 <= x <= hi and x != b)
 
 
-def _chunks(c: float) -> list[float]:
-    """The two legal chunks around a relaxed one."""
-    arr = np.asarray(LEGAL_CHUNKS)
-    i = int(np.clip(np.searchsorted(arr, c), 1, len(arr) - 1))
-    return [float(arr[i - 1]), float(arr[i])]
-
-
 def _chunk_steps(c: float) -> list[float]:
     """Every other legal chunk (there are few)."""
     return [x for x in LEGAL_CHUNKS if x != c]
@@ -369,12 +363,6 @@ def build(arch: str, base: Any, a: Alloc, total_gpus: float) -> Any:
     d = eqx.tree_at(lambda x: (x.dp, x.ep), base.deploy,
                     (n_attn / float(base.deploy.tp), (total_gpus - n_attn) / float(base.deploy.moe_tp)))
     return eqx.tree_at(lambda x: (x.deploy, x.micro_batches, x.batch, x.chunk), base, (d, micro, batch, chunk))
-
-
-def legal_candidates(arch: str, theta: np.ndarray, base: Any, total_gpus: float, m: Model,
-                     ladder: bool = False) -> list[Any]:
-    """Legal configurations near the relaxed point `theta` of one discrete combination (host side)."""
-    return [build(arch, base, a, total_gpus) for a in rounded_allocations(arch, theta, base, total_gpus, m, ladder)]
 
 
 def stack(configs: Sequence[Any]) -> Any:

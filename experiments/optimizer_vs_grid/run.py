@@ -4,7 +4,7 @@
     python experiments/optimizer_vs_grid/run.py --quick    # two groups and a smaller high-dim search (smoke)
 
 For every scenario (model × hardware × GPUs × architecture × workload × SLO):
-- the grid: every legal configuration the optimiser's rounding/repair (`jaxsim.optimize.legal_candidates`) can
+- the grid: every legal allocation the optimiser's rounding/repair (`jaxsim.optimize.rounded_allocations`) can
   produce over the same discrete bases (`jaxsim.optimize.default_bases`), priced with the hard model by
   `jaxsim.estimate_batch`; its best SLO-feasible output tokens/s/GPU;
 - the optimiser: `jaxsim.optimize.optimize` with its default `Settings`; its legal result re-evaluated with the
