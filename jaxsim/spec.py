@@ -99,6 +99,10 @@ class Efficiency(eqx.Module):
     engines fuse the measured units (norm + quantisation, all-reduce + norm, routing into the MoE kernel) and
     overlap a kernel's prologue with its predecessor's tail (programmatic dependent launch). Scaling a latency
     never takes a kernel under its roofline bound.
+
+    `collective_regimes` = 1 (set by calibration) prices collectives inside the scale-up domain with the
+    protocol-regime model of `cost.comm` (`coll_*` fields: per-regime latencies, per-peer latencies, fractions of
+    the nominal link rate and peer ramps); 0 keeps the single latency + bandwidth form.
     """
 
     gemm_compute_frac: Array = _num(0.7)
@@ -135,6 +139,29 @@ class Efficiency(eqx.Module):
     decode_attn_latency_s: Array = _num(0.0)
     collective_latency_s: Array = _num(0.0)
     serving_latency_frac: Array = _num(1.0)
+    # Protocol-regime collectives inside the scale-up domain (`cost.comm`; used when `collective_regimes` = 1).
+    collective_regimes: Array = _num(0.0)
+    coll_ll_latency_s: Array = _num(4e-6)
+    coll_ll_peer_latency_s: Array = _num(1e-6)
+    coll_ll_frac: Array = _num(0.017)
+    coll_ll128_latency_s: Array = _num(5e-6)
+    coll_ll128_frac: Array = _num(0.37)
+    coll_simple_latency_s: Array = _num(19e-6)
+    coll_simple_peer_latency_s: Array = _num(0.7e-6)
+    coll_simple_frac: Array = _num(0.79)
+    coll_peer_half: Array = _num(0.5)
+    coll_a2a_ll_latency_s: Array = _num(8e-6)
+    coll_a2a_ll_frac: Array = _num(0.04)
+    coll_a2a_latency_s: Array = _num(13e-6)
+    coll_a2a_frac: Array = _num(0.66)
+    coll_a2a_peer_half: Array = _num(0.1)
+    coll_ar_oneshot_latency_s: Array = _num(2.7e-6)
+    coll_ar_oneshot_peer_latency_s: Array = _num(0.08e-6)
+    coll_ar_oneshot_frac: Array = _num(0.65)
+    coll_ar_twoshot_latency_s: Array = _num(18e-6)
+    coll_ar_twoshot_frac: Array = _num(0.65)
+    coll_ar_nvls_latency_s: Array = _num(57e-6)
+    coll_ar_nvls_frac: Array = _num(0.67)
 
 
 class Hardware(eqx.Module):

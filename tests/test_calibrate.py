@@ -165,6 +165,65 @@ def test_serving_latency_share_hand_computed() -> None:
     assert float(kernels.decode_attention_s(hi, 0.0, 0.0, 1e3, 2.0)) == pytest.approx(10e-6, rel=1e-5)
 
 
+def _regime_hw(share: float = 1.0) -> js.Hardware:
+    import equinox as eqx
+
+    hw = js.load_hardware("h200-sxm", calibrated=False)
+    eff = js.Efficiency(collective_regimes=1.0, serving_latency_frac=share, coll_ll_latency_s=4e-6,
+                        coll_ll_peer_latency_s=1e-6, coll_ll_frac=0.02, coll_ll128_latency_s=6e-6, coll_ll128_frac=0.4,
+                        coll_simple_latency_s=20e-6, coll_simple_peer_latency_s=0.5e-6, coll_simple_frac=0.8,
+                        coll_peer_half=0.5, coll_ar_oneshot_latency_s=3e-6, coll_ar_oneshot_peer_latency_s=0.1e-6,
+                        coll_ar_oneshot_frac=0.6, coll_ar_twoshot_latency_s=20e-6, coll_ar_twoshot_frac=0.7,
+                        coll_ar_nvls_latency_s=60e-6, coll_ar_nvls_frac=0.6)
+    return eqx.tree_at(lambda h: h.eff, hw, eff)
+
+
+def test_collective_regimes_hand_computed() -> None:
+    from jaxsim.cost import comm
+
+    hw = _regime_hw()
+    w = 450e9  # H200 NVLink, per GPU and direction
+    softmin = lambda *t: sum(x ** -20.0 for x in t) ** -0.05  # noqa: E731
+    # All-gather of 64 MiB over 8 GPUs: three ring protocols, each latency + 7/8 of the buffer at its rate.
+    b, n = 64 * 2**20, 8
+    traffic, ramp = 7 / 8 * b / w, 7 / 7.5
+    want = softmin(4e-6 + 7e-6 + traffic / 0.02, 6e-6 + 7e-6 + traffic / (0.4 * ramp),
+                   20e-6 + 3.5e-6 + traffic / (0.8 * ramp))
+    assert float(comm.all_gather_s(hw, b, n)) == pytest.approx(want, rel=1e-4)
+    assert want == pytest.approx(20e-6 + 3.5e-6 + traffic / (0.8 * ramp), rel=1e-3)  # the simple protocol wins
+    # All-reduce of 16 KiB over 4 GPUs: the one-shot kernel (each GPU reads its 3 peers' buffers) wins.
+    b, n = 16 * 2**10, 4
+    one = 3e-6 + 0.3e-6 + 3 * b / w / 0.6
+    want = softmin(one, 20e-6 + 2 * 0.75 * b / w / (0.7 * 3 / 3.5), 60e-6 + 1.25 * b / w / 0.6)
+    assert float(comm.all_reduce_s(hw, b, n)) == pytest.approx(want, rel=1e-4)
+    assert want == pytest.approx(one, rel=1e-3)
+    # One GPU: nothing to do; beyond the NVLink domain the link form prices it (regimes are fitted inside one).
+    assert float(comm.all_reduce_s(hw, b, 1.0)) == 0.0
+    off = FT.apply_params(hw, {"collective_regimes": 0.0})
+    assert float(comm.all_to_all_s(hw, 1e8, 16.0)) == pytest.approx(float(comm.all_to_all_s(off, 1e8, 16.0)))
+    assert float(comm.all_to_all_s(hw, 1e8, 8.0)) != pytest.approx(float(comm.all_to_all_s(off, 1e8, 8.0)), rel=1e-3)
+
+
+def test_collective_regimes_pay_the_serving_share_and_keep_the_bound() -> None:
+    from jaxsim.cost import comm
+
+    full, served = _regime_hw(1.0), _regime_hw(0.4)
+    # A tiny all-gather is latency: the serving share scales it (4 + 1 µs of the LL protocol at 2 GPUs).
+    assert float(comm.all_gather_s(full, 8.0, 2.0)) == pytest.approx(5e-6, rel=1e-2)
+    assert float(comm.all_gather_s(served, 8.0, 2.0)) == pytest.approx(2e-6, rel=1e-2)
+    # Whatever the fractions and latencies, never below the traffic at the nominal rate.
+    free = FT.apply_params(full, {f: 1.0 for f in js.Efficiency.__dataclass_fields__
+                                  if f.startswith("coll_") and f.endswith("_frac")}
+                           | {f: 0.0 for f in js.Efficiency.__dataclass_fields__
+                              if f.startswith("coll_") and (f.endswith("_latency_s") or f.endswith("_half"))})
+    for b in (1e3, 1e6, 1e9):
+        for n in (2.0, 4.0, 8.0):
+            ring = (n - 1) / n * b / 450e9
+            assert float(comm.all_gather_s(free, b, n)) >= ring * (1 - 1e-6)
+            assert float(comm.all_to_all_s(free, b, n)) >= ring * (1 - 1e-6)
+            assert float(comm.all_reduce_s(free, b, n)) >= min(2 * ring, (n + 1) / n * b / 450e9) * (1 - 1e-6)
+
+
 @pytest.mark.parametrize("system", SHIPPED)
 def test_fit_prices_isolated_kernels_whatever_the_serving_share(system: str) -> None:
     """The fit predicts the tables (isolated kernels): the serving share must not change a kernel prediction, and
@@ -261,7 +320,8 @@ def test_calibrated_model_is_never_below_the_roofline(system: str) -> None:
 def test_extreme_parameters_never_beat_the_roofline() -> None:
     base = js.load_hardware("b200", calibrated=False)
     big = {name: 50.0 for group in FT.GROUPS.values() for name, coord in group if coord != "logit"}
-    hw = FT.apply_params(base, {**big, **{n: 1.0 for g in FT.GROUPS.values() for n, c in g if c == "logit"}})
+    hw = FT.apply_params(base, {**big, **{n: 1.0 for g in FT.GROUPS.values() for n, c in g if c == "logit"},
+                                "collective_regimes": 1.0})
     pred = FT.predict(hw, _random_rows(np.random.default_rng(9), 100))
     assert (pred.pred_ms >= pred.roofline_ms * (1 - 1e-6)).all()
 

@@ -52,8 +52,11 @@ GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
                   ("attn_latency_p", "log1")),
     "decode_attention": (("decode_attn_compute_frac", "logit"), ("decode_attn_memory_frac", "logit"),
                          ("decode_attn_half_context", "log"), ("decode_attn_latency_s", "log")),
-    "collectives": (("scale_up_frac", "logit"), ("scale_up_latency_s", "log"), ("collective_latency_s", "log")),
+    "collectives": tuple((f, "logit" if f.endswith("_frac") else "log") for f in Efficiency.__dataclass_fields__
+                         if f.startswith("coll_")),
 }
+# Switches a group's fit turns on (not fitted; written into the calibration file with the fitted values).
+SWITCHES: dict[str, dict[str, float]] = {"collectives": {"collective_regimes": 1.0}}
 GROUP_OF_OP = {"gemm": "gemm", "moe": "moe", "context_attention": "attention", "context_mla": "attention",
                "generation_attention": "decode_attention", "generation_mla": "decode_attention",
                **{c: "collectives" for c in COLLECTIVES}}
@@ -142,10 +145,12 @@ def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True) -> Array:
 def roofline_op(hw: Hardware, rows: Rows) -> Array:
     """The roofline bound of every row (kernels: max(FLOPs / peak, bytes / HBM); collectives: bytes over the
     nominal link without latency), from the same FLOP and byte counts as `predict_op`."""
+    fields = Efficiency.__dataclass_fields__
     ideal = eqx.tree_at(lambda h: h.eff, hw, Efficiency(
-        **{f: 1.0 for f in Efficiency.__dataclass_fields__ if f.endswith("_frac") or f.endswith("_scale")},
+        **{f: 1.0 for f in fields if f.endswith("_frac") or f.endswith("_scale")},
+        **{f: 0.0 for f in fields if f.endswith("_latency_s") or f.endswith("_half")},
         gemm_half_rows=0.0, moe_half_tokens=0.0, attn_half_context=0.0, decode_attn_half_context=0.0,
-        layer_overhead_s=0.0, step_overhead_s=0.0))
+        layer_overhead_s=0.0, step_overhead_s=0.0, collective_regimes=hw.eff.collective_regimes))
     if rows.op in COLLECTIVES:
         ideal = eqx.tree_at(lambda h: (h.scale_up_latency_s, h.scale_out_latency_s), ideal, (0.0, 0.0))
     return predict_op(ideal, rows, quant_pass=False)
@@ -250,6 +255,8 @@ def fit(hw: Hardware, df: pd.DataFrame, adam_steps: int = 600, lbfgs_steps: int 
         raise ValueError("the kernel table has no rows of a fittable op")
     rows = split_rows(df)
     weights = _weights(rows)
+    switches = {k: v for g in groups for k, v in SWITCHES.get(g, {}).items()}
+    hw = apply_params(hw, switches)
     p0 = to_unconstrained(hw, groups)
 
     def loss(p: Mapping[str, Array]) -> Array:
@@ -292,8 +299,20 @@ def fit(hw: Hardware, df: pd.DataFrame, adam_steps: int = 600, lbfgs_steps: int 
         p_l = run_lbfgs(p)
         if float(loss(p_l)) < float(loss(p)):
             p = p_l
-    values = {k: float(v) for k, v in from_unconstrained(p).items()}
+    values = switches | {k: float(v) for k, v in from_unconstrained(p).items()}
+    values |= derived_values(values)
     return FitResult(apply_params(hw, values), values, float(loss(p)), adam_steps + lbfgs_steps)
+
+
+def derived_values(values: Mapping[str, float]) -> dict[str, float]:
+    """Parameters set from fitted ones rather than fitted themselves.
+
+    `scale_up_frac` (point-to-point transfers: P/D KV cache, PP activations, the AFD exchange) is the bulk
+    ring protocol's fraction of the link at two GPUs, `coll_simple_frac / (1 + coll_peer_half)`, when the
+    collectives were fitted."""
+    if "coll_simple_frac" not in values or "coll_peer_half" not in values:
+        return {}
+    return {"scale_up_frac": values["coll_simple_frac"] / (1.0 + max(values["coll_peer_half"], 0.0))}
 
 
 def predict(hw: Hardware, df: pd.DataFrame) -> pd.DataFrame:

@@ -8,10 +8,27 @@ all-gather and reduce-scatter (n−1)/n; latency terms grow with log2(n) (tree /
 collective call adds the fixed `collective_latency_s` (launch and synchronisation; 0 unless calibrated), of which
 a serving step pays the share `serving_latency_frac` (see `kernels.serving_latency_s`).
 All functions take `n` as a float and return 0 for n = 1.
+
+Calibrated hardware (`Efficiency.collective_regimes` = 1) prices a collective inside one scale-up domain with
+the protocol-regime model (`regime_s`) fitted to NCCL's and TRT-LLM's measured collectives instead: each
+algorithm / protocol the libraries switch between is a line `latency + traffic / (fraction × nominal rate)`,
+and the call takes the smooth minimum of its regimes, never below its bandwidth bound:
+
+- all-gather / reduce-scatter (ring; low-latency, LL128 and simple protocols): traffic (n−1)/n of the buffer,
+  latencies growing per peer, bandwidth rising with the number of peers a GPU drives at once
+  (ramp (n−1) / (n−1+k));
+- all-to-all (low-latency and bulk send/receive);
+- all-reduce (custom one-shot: every GPU reads its n−1 peers' buffers; two-shot: reduce-scatter + all-gather;
+  NVLS: the switch reduces, (n+1)/n of the buffer per direction).
+
+Bound: the traffic at the nominal rate — (n−1)/n of the buffer, and for all-reduce min(2(n−1)/n, (n+1)/n)
+(NVLS moves less than a ring). Regime latencies are fixed per-call time: a serving step pays
+`serving_latency_frac` of them like every fitted latency.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
@@ -37,16 +54,76 @@ def _fixed(hw: Hardware, n: ArrayLike) -> Array:
     return jnp.where(jnp.asarray(n) > 1.0, jnp.maximum(hw.eff.collective_latency_s, 0.0) * share, 0.0)
 
 
+_SOFTMIN = 0.05  # temperature of the smooth minimum over regimes (in log time)
+ALL_REDUCE, RING, ALL_TO_ALL = 0, 1, 2
+
+
+def _softmin(*times: Array) -> Array:
+    """Smooth minimum `(Σ t_i^(−1/s))^(−s)` of positive times (s = `_SOFTMIN`); never above the smallest."""
+    logs = jnp.stack([jnp.log(t) for t in times])
+    return jnp.exp(-_SOFTMIN * jax.nn.logsumexp(-logs / _SOFTMIN, axis=0))
+
+
+def _ramp(peers: Array, half: ArrayLike) -> Array:
+    """Share of the link bandwidth a GPU reaches driving `peers` ≥ 1 peers at once: peers / (peers + half)."""
+    safe = jnp.maximum(peers, 1.0)
+    return safe / (safe + jnp.maximum(half, 0.0))
+
+
+def regime_s(hw: Hardware, kind: int, buffer_bytes: ArrayLike, n: ArrayLike) -> Array:
+    """Protocol-regime time of one collective inside the scale-up domain (see the module docstring).
+
+    `kind`: `ALL_REDUCE`, `RING` (all-gather / reduce-scatter) or `ALL_TO_ALL`; 0 for n = 1."""
+    e = hw.eff
+    n = jnp.asarray(n, dtype=jnp.result_type(float))
+    peers = jnp.maximum(n - 1.0, 0.0)
+    safe_n = jnp.maximum(n, 1.0)
+    share = jnp.clip(e.serving_latency_frac, 0.0, 1.0)
+    lat = lambda x: jnp.maximum(x, 1e-9) * share + 1e-12  # noqa: E731  (positive: a log is taken)
+    frac = lambda x: jnp.clip(x, 1e-6, 1.0)  # noqa: E731
+    beta = jnp.maximum(jnp.asarray(buffer_bytes), 0.0) / hw.scale_up_bytes_per_s
+    ring_traffic = peers / safe_n * beta
+    if kind == RING:
+        ramp = _ramp(peers, e.coll_peer_half)
+        t = _softmin(lat(e.coll_ll_latency_s + e.coll_ll_peer_latency_s * peers) + ring_traffic / frac(e.coll_ll_frac),
+                     lat(e.coll_ll128_latency_s + e.coll_ll_peer_latency_s * peers)
+                     + ring_traffic / (frac(e.coll_ll128_frac) * ramp),
+                     lat(e.coll_simple_latency_s + e.coll_simple_peer_latency_s * peers)
+                     + ring_traffic / (frac(e.coll_simple_frac) * ramp))
+        bound = ring_traffic
+    elif kind == ALL_TO_ALL:
+        t = _softmin(lat(e.coll_a2a_ll_latency_s) + ring_traffic / frac(e.coll_a2a_ll_frac),
+                     lat(e.coll_a2a_latency_s)
+                     + ring_traffic / (frac(e.coll_a2a_frac) * _ramp(peers, e.coll_a2a_peer_half)))
+        bound = ring_traffic
+    else:
+        nvls_traffic = (safe_n + 1.0) / safe_n * beta
+        t = _softmin(lat(e.coll_ar_oneshot_latency_s + e.coll_ar_oneshot_peer_latency_s * peers)
+                     + peers * beta / frac(e.coll_ar_oneshot_frac),
+                     lat(e.coll_ar_twoshot_latency_s)
+                     + 2.0 * ring_traffic / (frac(e.coll_ar_twoshot_frac) * _ramp(peers, e.coll_peer_half)),
+                     lat(e.coll_ar_nvls_latency_s) + nvls_traffic / frac(e.coll_ar_nvls_frac))
+        bound = jnp.minimum(2.0 * ring_traffic, nvls_traffic)
+    return jnp.where(n > 1.0, jnp.maximum(t, bound), 0.0)
+
+
+def _regimes_on(hw: Hardware, n: ArrayLike) -> Array:
+    """Whether the regime model prices a collective over `n` GPUs (calibrated, inside one scale-up domain)."""
+    return (hw.eff.collective_regimes > 0.5) & (jnp.asarray(n) <= hw.scale_up_gpus)
+
+
 def all_reduce_s(hw: Hardware, buffer_bytes: ArrayLike, n: ArrayLike) -> Array:
     """All-reduce of a `buffer_bytes` buffer held by each of `n` GPUs."""
     bw, lat = _link(hw, n)
-    return 2.0 * (n - 1.0) / n * buffer_bytes / bw + 2.0 * _log2(n) * lat + _fixed(hw, n)
+    link = 2.0 * (n - 1.0) / n * buffer_bytes / bw + 2.0 * _log2(n) * lat + _fixed(hw, n)
+    return jnp.where(_regimes_on(hw, n), regime_s(hw, ALL_REDUCE, buffer_bytes, n), link)
 
 
 def all_gather_s(hw: Hardware, buffer_bytes: ArrayLike, n: ArrayLike) -> Array:
     """All-gather producing a `buffer_bytes` result on each of `n` GPUs (each contributes 1/n)."""
     bw, lat = _link(hw, n)
-    return (n - 1.0) / n * buffer_bytes / bw + _log2(n) * lat + _fixed(hw, n)
+    link = (n - 1.0) / n * buffer_bytes / bw + _log2(n) * lat + _fixed(hw, n)
+    return jnp.where(_regimes_on(hw, n), regime_s(hw, RING, buffer_bytes, n), link)
 
 
 def reduce_scatter_s(hw: Hardware, buffer_bytes: ArrayLike, n: ArrayLike) -> Array:
@@ -68,7 +145,8 @@ def all_to_all_s(hw: Hardware, send_bytes: ArrayLike, n: ArrayLike) -> Array:
     t_up = intra / (hw.scale_up_bytes_per_s * hw.eff.scale_up_frac)
     t_out = inter / (hw.scale_out_bytes_per_s * hw.eff.scale_out_frac)
     lat = jnp.where(n > hw.scale_up_gpus, hw.scale_out_latency_s, hw.scale_up_latency_s)
-    return jnp.maximum(t_up, t_out) + jnp.where(n > 1.0, lat, 0.0) + _fixed(hw, n)
+    link = jnp.maximum(t_up, t_out) + jnp.where(n > 1.0, lat, 0.0) + _fixed(hw, n)
+    return jnp.where(_regimes_on(hw, n), regime_s(hw, ALL_TO_ALL, send_bytes, n), link)
 
 
 def p2p_s(hw: Hardware, bytes_: ArrayLike, same_domain: ArrayLike) -> Array:
