@@ -103,6 +103,14 @@ class Efficiency(eqx.Module):
     `collective_regimes` = 1 (set by calibration) prices collectives inside the scale-up domain with the
     protocol-regime model of `cost.comm` (`coll_*` fields: per-regime latencies, per-peer latencies, fractions of
     the nominal link rate and peer ramps); 0 keeps the single latency + bandwidth form.
+
+    `moe_terms` = 1 (set by calibration) prices the routed experts with `kernels.moe_layer_s`: compute fraction
+    ramps in rows per expert and in the expert's width per GPU (per precision: `moe_*half_tokens`,
+    `moe_*half_inter`), compute and weight traffic overlapping as a p-norm (`moe_work_p`), a pass over every
+    routed row (permutation, activation quantisation, SwiGLU, finalisation: `moe_*row_bytes` per hidden element,
+    `moe_row_inter_bytes` per intermediate element), a pass over every token of the instance (routing and top-k:
+    `moe_token_bytes` per hidden element, `moe_pair_cost_s` per token-expert pair) and a latency growing with the
+    experts held per GPU (`moe_*expert_latency_s`).
     """
 
     gemm_compute_frac: Array = _num(0.7)
@@ -162,6 +170,25 @@ class Efficiency(eqx.Module):
     coll_ar_twoshot_frac: Array = _num(0.65)
     coll_ar_nvls_latency_s: Array = _num(57e-6)
     coll_ar_nvls_frac: Array = _num(0.67)
+    # The routed-expert layer as measured (`kernels.moe_layer_s`; used when `moe_terms` = 1).
+    moe_terms: Array = _num(0.0)
+    moe_fp8_half_tokens: Array = _num(24.0)
+    moe_fp4_half_tokens: Array = _num(130.0)
+    moe_half_inter: Array = _num(45.0)
+    moe_fp8_half_inter: Array = _num(700.0)
+    moe_fp4_half_inter: Array = _num(360.0)
+    moe_work_p: Array = _num(2.5)
+    moe_row_bytes: Array = _num(11.0)
+    moe_fp8_row_bytes: Array = _num(23.0)
+    moe_fp4_row_bytes: Array = _num(7.0)
+    moe_row_inter_bytes: Array = _num(0.2)
+    moe_token_bytes: Array = _num(6.0)
+    moe_fp8_token_bytes: Array = _num(6.0)
+    moe_fp4_token_bytes: Array = _num(6.0)
+    moe_pair_cost_s: Array = _num(8e-11)
+    moe_expert_latency_s: Array = _num(0.03e-6)
+    moe_fp8_expert_latency_s: Array = _num(0.2e-6)
+    moe_fp4_expert_latency_s: Array = _num(0.03e-6)
 
 
 class Hardware(eqx.Module):

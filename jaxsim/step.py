@@ -189,8 +189,11 @@ def routed_experts_s(m: Model, hw: Hardware, d: Deployment, instance_tokens: Arr
     that serve `instance_tokens` tokens."""
     load = F.expert_load(m, d, instance_tokens)
     routed = F.routed_experts(m, d, load)
-    return (K.grouped_gemm_s(hw, routed.flops, routed.bytes, load.rows_per_expert, d.moe_weight_bytes, mode),
-            routed.flops)
+    grouped = K.grouped_gemm_s(hw, routed.flops, routed.bytes, load.rows_per_expert, d.moe_weight_bytes, mode)
+    layer = K.moe_layer_s(hw, load.tokens, load.active_experts, instance_tokens, m.hidden,
+                          m.moe_intermediate / d.moe_tp, m.top_k, m.n_routed_experts / d.ep, d.moe_weight_bytes,
+                          d.activation_bytes)
+    return jnp.where(hw.eff.moe_terms > 0.5, layer, grouped), routed.flops
 
 
 def layer_costs(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mode = HARD,

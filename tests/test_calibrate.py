@@ -224,6 +224,27 @@ def test_collective_regimes_pay_the_serving_share_and_keep_the_bound() -> None:
             assert float(comm.all_reduce_s(free, b, n)) >= min(2 * ring, (n + 1) / n * b / 450e9) * (1 - 1e-6)
 
 
+def test_moe_layer_hand_computed() -> None:
+    hw = FT.apply_params(js.load_hardware("h200-sxm", calibrated=False), dict(
+        moe_terms=1.0, moe_compute_frac=0.8, moe_fp8_scale=0.5, moe_half_tokens=10.0, moe_fp8_half_tokens=30.0,
+        moe_fp8_half_inter=500.0, moe_memory_frac=0.9, moe_work_p=1.0, moe_fp8_row_bytes=20.0,
+        moe_row_inter_bytes=1.0, moe_fp8_token_bytes=4.0, moe_pair_cost_s=1e-10, moe_latency_s=20e-6,
+        moe_fp8_expert_latency_s=0.25e-6, moe_latency_p=1.0, serving_latency_frac=0.4))
+    # 64 tokens, top-8 of 256 experts on EP 8 (32 local): 64 assignments on 16 active experts (4 rows each);
+    # FP8 weights, hidden 7168, expert width 2048 per GPU.
+    h, i, bw, peak = 7168.0, 2048.0, 4.8e12, 1979e12
+    w = 3 * h * i
+    cf = 0.8 * 0.5 * 4 / (4 + 30) * i / (i + 500)
+    compute = 2 * 64 * w / (peak * cf)
+    memory = (16 * w * 1.0 + 64 * (2 * h + 3 * i) * 2.0) / (bw * 0.9)
+    passes = (64 * (20 * h + 1 * i) + 64 * 4 * h) / bw + 64 * 8 * 1e-10
+    latency = 0.4 * (20e-6 + 0.25e-6 * 32)
+    want = compute + memory + passes + latency  # p = 1: the terms add
+    got = kernels.moe_layer_s(hw, 64.0, 16.0, 64.0, h, i, 8.0, 32.0, 1.0)
+    assert float(got) == pytest.approx(want, rel=1e-4)
+    assert float(kernels.moe_layer_s(hw, 0.0, 16.0, 0.0, h, i, 8.0, 32.0, 1.0)) == 0.0
+
+
 @pytest.mark.parametrize("system", SHIPPED)
 def test_fit_prices_isolated_kernels_whatever_the_serving_share(system: str) -> None:
     """The fit predicts the tables (isolated kernels): the serving share must not change a kernel prediction, and
@@ -321,7 +342,7 @@ def test_extreme_parameters_never_beat_the_roofline() -> None:
     base = js.load_hardware("b200", calibrated=False)
     big = {name: 50.0 for group in FT.GROUPS.values() for name, coord in group if coord != "logit"}
     hw = FT.apply_params(base, {**big, **{n: 1.0 for g in FT.GROUPS.values() for n, c in g if c == "logit"},
-                                "collective_regimes": 1.0})
+                                "collective_regimes": 1.0, "moe_terms": 1.0})
     pred = FT.predict(hw, _random_rows(np.random.default_rng(9), 100))
     assert (pred.pred_ms >= pred.roofline_ms * (1 - 1e-6)).all()
 

@@ -46,7 +46,12 @@ GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
              ("gemm_quant_latency_s", "log"), ("gemm_latency_p", "log1")),
     "moe": (("moe_compute_frac", "logit"), ("moe_fp8_scale", "log"), ("moe_fp4_scale", "log"),
             ("moe_half_tokens", "log"), ("moe_memory_frac", "logit"), ("moe_latency_s", "log"),
-            ("moe_quant_latency_s", "log"), ("moe_latency_p", "log1")),
+            ("moe_latency_p", "log1"), ("moe_work_p", "log1"),
+            *((f, "log") for f in ("moe_fp8_half_tokens", "moe_fp4_half_tokens", "moe_half_inter",
+                                   "moe_fp8_half_inter", "moe_fp4_half_inter", "moe_row_bytes", "moe_fp8_row_bytes",
+                                   "moe_fp4_row_bytes", "moe_row_inter_bytes", "moe_token_bytes", "moe_fp8_token_bytes",
+                                   "moe_fp4_token_bytes", "moe_pair_cost_s",
+                                   "moe_expert_latency_s", "moe_fp8_expert_latency_s", "moe_fp4_expert_latency_s"))),
     "attention": (("attn_compute_frac", "logit"), ("attn_fp8_scale", "log"), ("attn_compute_half_context", "log"),
                   ("attn_memory_frac", "logit"), ("attn_half_context", "log"), ("attn_latency_s", "log"),
                   ("attn_latency_p", "log1")),
@@ -56,7 +61,7 @@ GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
                          if f.startswith("coll_")),
 }
 # Switches a group's fit turns on (not fitted; written into the calibration file with the fitted values).
-SWITCHES: dict[str, dict[str, float]] = {"collectives": {"collective_regimes": 1.0}}
+SWITCHES: dict[str, dict[str, float]] = {"collectives": {"collective_regimes": 1.0}, "moe": {"moe_terms": 1.0}}
 GROUP_OF_OP = {"gemm": "gemm", "moe": "moe", "context_attention": "attention", "context_mla": "attention",
                "generation_attention": "decode_attention", "generation_mla": "decode_attention",
                **{c: "collectives" for c in COLLECTIVES}}
@@ -125,7 +130,13 @@ def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True) -> Array:
                             moe_intermediate=c["inter"])
         d = Deployment(ep=c["moe_ep"], moe_tp=c["moe_tp"], moe_weight_bytes=c["dtype_bytes"],
                        activation_bytes=ACT_BYTES, expert_imbalance=1.0)
-        return routed_experts_s(model, hw, d, c["tokens"])[0]
+        # The imported rows route tokens evenly ("balanced"): a GPU's assignments spread over as many of its
+        # experts as they can fill, where serving routing (`flops.expert_load`) expects random picks.
+        assignments = c["tokens"] * c["topk"] / c["moe_ep"]
+        local = c["experts"] / c["moe_ep"]
+        layer = K.moe_layer_s(hw, assignments, jnp.clip(assignments, 1.0, local), c["tokens"], c["hidden"],
+                              c["inter"] / c["moe_tp"], c["topk"], local, c["dtype_bytes"], ACT_BYTES)
+        return jnp.where(hw.eff.moe_terms > 0.5, layer, routed_experts_s(model, hw, d, c["tokens"])[0])
     if op in ("context_attention", "generation_attention", "context_mla", "generation_mla"):
         model = _attention_model(op, c)
         d = Deployment(kv_bytes=c["kv_bytes"], attn_compute_bytes=c["dtype_bytes"])
@@ -146,11 +157,13 @@ def roofline_op(hw: Hardware, rows: Rows) -> Array:
     """The roofline bound of every row (kernels: max(FLOPs / peak, bytes / HBM); collectives: bytes over the
     nominal link without latency), from the same FLOP and byte counts as `predict_op`."""
     fields = Efficiency.__dataclass_fields__
+    switches = {f for group in SWITCHES.values() for f in group}
+    zero = ("_latency_s", "_overhead_s", "_half", "_bytes", "_cost_s")
     ideal = eqx.tree_at(lambda h: h.eff, hw, Efficiency(
         **{f: 1.0 for f in fields if f.endswith("_frac") or f.endswith("_scale")},
-        **{f: 0.0 for f in fields if f.endswith("_latency_s") or f.endswith("_half")},
-        gemm_half_rows=0.0, moe_half_tokens=0.0, attn_half_context=0.0, decode_attn_half_context=0.0,
-        layer_overhead_s=0.0, step_overhead_s=0.0, collective_regimes=hw.eff.collective_regimes))
+        **{f: 0.0 for f in fields if f.endswith(zero) or "_half_" in f},
+        **{f: 1e3 for f in fields if f.endswith("_work_p")},  # overlapping compute and traffic: their max
+        **{f: getattr(hw.eff, f) for f in switches}))
     if rows.op in COLLECTIVES:
         ideal = eqx.tree_at(lambda h: (h.scale_up_latency_s, h.scale_out_latency_s), ideal, (0.0, 0.0))
     return predict_op(ideal, rows, quant_pass=False)

@@ -123,6 +123,57 @@ def grouped_gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows_per_e
     return overlap_latency(work, _latency(hw, operand_bytes, e.moe_latency_s, e.moe_quant_latency_s), e.moe_latency_p)
 
 
+def by_precision(operand_bytes: ArrayLike, bf16: ArrayLike, fp8: ArrayLike, fp4: ArrayLike) -> Array:
+    """The value for the operand precision: `bf16` (2 B), `fp8` (1 B) or `fp4` (0.5 B)."""
+    b = jnp.asarray(operand_bytes)
+    return jnp.where(b <= 0.5, fp4, jnp.where(b <= 1.0, fp8, bf16))
+
+
+def pnorm(a: ArrayLike, b: ArrayLike, p: ArrayLike) -> Array:
+    """`(a^p + b^p)^(1/p)` of two times ≥ 0 with p ≥ 1: between max(a, b) and a + b, never below either."""
+    return overlap_latency(a, b, p)
+
+
+def moe_layer_s(hw: Hardware, assignments: ArrayLike, active_experts: ArrayLike, instance_tokens: ArrayLike,
+                hidden: ArrayLike, inter_per_gpu: ArrayLike, top_k: ArrayLike, local_experts: ArrayLike,
+                weight_bytes: ArrayLike, activation_bytes: ArrayLike = 2.0) -> Array:
+    """One MoE layer's routed experts on one GPU as the fused MoE kernels run it (`Efficiency.moe_terms` = 1).
+
+    `assignments` token-expert rows land on the GPU's `active_experts` (of its `local_experts`) experts, each a
+    gated FFN of `hidden` × `inter_per_gpu`; the instance routes `instance_tokens` tokens to `top_k` experts each.
+    Time = ((grouped GEMMs + row pass + token pass)^p + latency^p)^(1/p) where
+    - grouped GEMMs: compute (fraction ramping in rows per expert and in `inter_per_gpu`) and weight + row traffic
+      at the MoE memory fraction, overlapping as a p-norm — never below their roofline;
+    - row pass: every routed row is permuted, quantised, activated and un-permuted (bytes ∝ hidden, inter);
+    - token pass: routing / top-k over every token of the instance, not divided by EP (the kernel scans all of
+      them); ∝ hidden bytes plus a cost per token-expert pair;
+    - latency: the call's fixed time plus a time per expert held on the GPU (the serving share applies).
+    """
+    e = hw.eff
+    wb = jnp.asarray(weight_bytes)
+    a = jnp.maximum(jnp.asarray(assignments), 0.0)
+    n = jnp.maximum(active_experts, 1e-6)
+    rows = a / n
+    w = 3.0 * hidden * inter_per_gpu
+    top = e.moe_compute_frac * dtype_scale(wb, e.moe_fp8_scale, e.moe_fp4_scale)
+    half_rows = by_precision(wb, e.moe_half_tokens, e.moe_fp8_half_tokens, e.moe_fp4_half_tokens)
+    half_inter = jnp.maximum(by_precision(wb, e.moe_half_inter, e.moe_fp8_half_inter, e.moe_fp4_half_inter), 0.0)
+    cf = saturating_frac(top, rows, half_rows) * inter_per_gpu / (inter_per_gpu + half_inter)
+    t_compute = 2.0 * a * w / (peak_flop_per_s(hw, wb) * jnp.clip(cf, _MIN_EFF, 1.0))
+    traffic = n * w * wb + a * (2.0 * hidden + 3.0 * inter_per_gpu) * activation_bytes
+    t_memory = traffic / (hw.hbm_bytes_per_s * jnp.clip(e.moe_memory_frac, _MIN_EFF, 1.0))
+    gemms = pnorm(t_compute, t_memory, e.moe_work_p)
+    row_bytes = by_precision(wb, e.moe_row_bytes, e.moe_fp8_row_bytes, e.moe_fp4_row_bytes)
+    row_pass = a * (jnp.maximum(row_bytes, 0.0) * hidden + jnp.maximum(e.moe_row_inter_bytes, 0.0) * inter_per_gpu)
+    token_bytes = by_precision(wb, e.moe_token_bytes, e.moe_fp8_token_bytes, e.moe_fp4_token_bytes)
+    token_pass = jnp.maximum(instance_tokens, 0.0) * jnp.maximum(token_bytes, 0.0) * hidden
+    work = gemms + (row_pass + token_pass) / hw.hbm_bytes_per_s
+    work = work + jnp.maximum(instance_tokens, 0.0) * top_k * jnp.maximum(e.moe_pair_cost_s, 0.0)
+    per_expert = by_precision(wb, e.moe_expert_latency_s, e.moe_fp8_expert_latency_s, e.moe_fp4_expert_latency_s)
+    latency = serving_latency_s(hw, jnp.maximum(e.moe_latency_s, 0.0) + jnp.maximum(per_expert, 0.0) * local_experts)
+    return jnp.where(a > 0, overlap_latency(work, latency, e.moe_latency_p), 0.0)
+
+
 def attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, context: ArrayLike,
                 compute_bytes: ArrayLike, mode: Mode = HARD) -> Array:
     """Core attention (FlashAttention / FlashMLA style): bandwidth efficiency falls for short contexts, and so
