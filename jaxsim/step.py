@@ -4,8 +4,8 @@ The iteration runs, on every attention-DP rank in lockstep, `decode_requests` de
 (each with `1 + nextn` query tokens) plus `prefill_tokens` prompt tokens. Identical layers are costed
 once and multiplied by their count. Per layer:
 
-- attention: projections (GEMM), core attention of decode and prefill (kernels.attention_s), TP
-  all-reduce of the output;
+- attention: projections (GEMM), core attention of decode (`decode_attention_s`) and prefill
+  (kernels.attention_s), TP all-reduce of the output;
 - FFN: a dense FFN (dense layers) or, for MoE layers, router + shared experts + routed experts as a
   grouped GEMM over the whole instance's tokens, with EP dispatch before and combine after
   (all-to-all over EP, all-gather / reduce-scatter over MoE-TP), and a TP all-reduce;
