@@ -111,6 +111,20 @@ class Efficiency(eqx.Module):
     `moe_row_inter_bytes` per intermediate element), a pass over every token of the instance (routing and top-k:
     `moe_token_bytes` per hidden element, `moe_pair_cost_s` per token-expert pair) and a latency growing with the
     experts held per GPU (`moe_*expert_latency_s`).
+
+    `dec_paths` = 1 (set by calibration) prices decode attention with the kernel-path form of
+    `kernels.decode_paths_s` (`dec_*` fields for GQA / MHA, `dec_mla_*` for absorbed MLA); 0 keeps the
+    `decode_attn_*` form. Its terms: a launch latency per kernel path plus a split-KV reduction latency that
+    rises with the KV read (`*_latency_s`, `*_split_half_context`; paid at `serving_latency_frac` in a serving
+    step like every per-call latency); a cost per work item (request × KV head; `*_item_latency_s`, with a
+    head-dim exponent `dec_item_head_dim_power` and a cost per tile of 128 KV positions); the KV bytes at a
+    fraction of HBM per path (`*_memory_frac`) lowered for short KV rows (`dec_row_bytes_half`, bytes) and for
+    few resident blocks (`*_ctas_half`: blocks at half rate; `*_split_chunk`: KV positions per split block;
+    `dec_mla_max_splits`: the split count it saturates at); the FLOPs at a fraction of the BF16 peak
+    (`*_compute_frac`); the three overlap as a p-norm (`*_overlap_p` ≥ 1). FP8 grouped queries with group ×
+    head_dim above `dec_fp8_heavy_group_dim` take a path `1 + dec_fp8_heavy_slowdown` times slower. BF16 KV with a
+    sliding window pays up to `dec_bf16_window_latency_s` for the tiles beyond the window (half of it at
+    `dec_window_tiles_half` work items × tiles). Defaults: the H200 fit.
     """
 
     gemm_compute_frac: Array = _num(0.7)
@@ -189,6 +203,44 @@ class Efficiency(eqx.Module):
     moe_expert_latency_s: Array = _num(0.03e-6)
     moe_fp8_expert_latency_s: Array = _num(0.2e-6)
     moe_fp4_expert_latency_s: Array = _num(0.03e-6)
+    # Decode attention by kernel path (`kernels.decode_paths_s`; used when `dec_paths` = 1). GQA / MHA:
+    dec_paths: Array = _num(0.0)
+    dec_latency_s: Array = _num(7.823e-06)
+    dec_fp8_gqa_latency_s: Array = _num(5.158e-06)
+    dec_split_latency_s: Array = _num(6.534e-06)
+    dec_split_half_context: Array = _num(2035.0)
+    dec_mha_item_latency_s: Array = _num(9.971e-09)
+    dec_bf16_gqa_item_latency_s: Array = _num(3.26e-08)
+    dec_fp8_gqa_item_latency_s: Array = _num(7.127e-09)
+    dec_query_item_latency_s: Array = _num(6.32e-10)
+    dec_item_head_dim_power: Array = _num(0.2099)
+    dec_tile_item_latency_s: Array = _num(3.947e-11)
+    dec_row_bytes_half: Array = _num(15.2)
+    dec_bf16_memory_frac: Array = _num(0.8408)
+    dec_fp8_mha_memory_frac: Array = _num(0.5669)
+    dec_fp8_gqa_memory_frac: Array = _num(0.9996)
+    dec_ctas_half: Array = _num(377.2)
+    dec_split_chunk: Array = _num(69.53)
+    dec_compute_frac: Array = _num(0.125)
+    dec_overlap_p: Array = _num(1.772)
+    dec_fp8_heavy_group_dim: Array = _num(2621.0)
+    dec_fp8_heavy_slowdown: Array = _num(1.02)
+    dec_bf16_window_latency_s: Array = _num(1.916e-05)
+    dec_window_tiles_half: Array = _num(738.1)
+    # ... absorbed MLA:
+    dec_mla_latency_s: Array = _num(1.252e-05)
+    dec_mla_split_latency_s: Array = _num(5.792e-06)
+    dec_mla_split_half_context: Array = _num(881.9)
+    dec_mla_item_latency_s: Array = _num(3.297e-08)
+    dec_mla_head_item_latency_s: Array = _num(1.435e-09)
+    dec_mla_bf16_memory_frac: Array = _num(0.943)
+    dec_mla_fp8_memory_frac: Array = _num(0.6672)
+    dec_mla_ctas_half: Array = _num(2.06)
+    dec_mla_split_chunk: Array = _num(3.06)
+    dec_mla_max_splits: Array = _num(7.882)
+    dec_mla_bf16_compute_frac: Array = _num(0.8983)
+    dec_mla_fp8_compute_frac: Array = _num(0.9297)
+    dec_mla_overlap_p: Array = _num(1.698)
 
 
 class Hardware(eqx.Module):

@@ -4,8 +4,8 @@ The iteration runs, on every attention-DP rank in lockstep, `decode_requests` de
 (each with `1 + nextn` query tokens) plus `prefill_tokens` prompt tokens. Identical layers are costed
 once and multiplied by their count. Per layer:
 
-- attention: projections (GEMM), core attention of decode and prefill (kernels.attention_s), TP
-  all-reduce of the output;
+- attention: projections (GEMM), core attention of decode (`decode_attention_s`) and prefill
+  (kernels.attention_s), TP all-reduce of the output;
 - FFN: a dense FFN (dense layers) or, for MoE layers, router + shared experts + routed experts as a
   grouped GEMM over the whole instance's tokens, with EP dispatch before and combine after
   (all-to-all over EP, all-gather / reduce-scatter over MoE-TP), and a TP all-reduce;
@@ -85,6 +85,37 @@ def valid_parallelism(m: Model, d: Deployment) -> Array:
     return ok.astype(d.tp.dtype)
 
 
+def decode_attention_s(m: Model, hw: Hardware, d: Deployment, requests: ArrayLike, context: ArrayLike,
+                       spread: ArrayLike = 0.0, mode: Mode = HARD) -> tuple[Array, F.OpCost]:
+    """(time s, FLOPs and bytes) of one layer's decode core attention on one GPU: `requests` decode requests of
+    `1 + nextn` query tokens each reading a KV of mean length `context` (± `spread`).
+
+    With `dec_paths` = 1 the kernel-path form (`kernels.decode_paths_s`) prices the sliding-window layers (reading at
+    most the window) and the full layers apart, weighted by `sliding_layer_frac`; with 0 the `decode_attn_*` form
+    prices the layer-mean FLOPs and bytes. The FLOPs and bytes returned are the layer mean either way.
+    """
+    op = F.decode_attention(m, d, requests, context, spread)
+    legacy = K.decode_attention_s(hw, op.flops, op.bytes, context, d.attn_compute_bytes, mode)
+    mla = m.attention == "mla"
+    heads = m.n_heads / d.tp
+    kv_heads = jnp.ones_like(heads) if mla else jnp.maximum(m.n_kv_heads / d.tp, 1.0)
+
+    def with_share(windowed: float) -> Model:
+        return eqx.tree_at(lambda x: x.sliding_layer_frac, m, jnp.full_like(m.sliding_layer_frac, windowed))
+
+    full = F.sparse_context(with_share(0.0), context, spread)  # positions before the window
+
+    def layers(mk: Model) -> Array:
+        cost = F.decode_attention(mk, d, requests, context, spread)
+        shape = K.DecodeShape(requests, F.sparse_context(mk, context, spread), full, heads, kv_heads, m.head_dim,
+                              d.kv_bytes, 1.0 + d.nextn, mla)
+        return K.decode_paths_s(hw, cost.flops, cost.bytes, shape)
+
+    share = m.sliding_layer_frac
+    paths = share * layers(with_share(1.0)) + (1.0 - share) * layers(with_share(0.0))
+    return jnp.where(hw.eff.dec_paths > 0.5, paths, legacy), op
+
+
 def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mode) -> tuple[Array, Array, Array]:
     """(core attention s, projection GEMM s, FLOPs) of one layer for the (micro-)batch `b`."""
     dec, pre, seqs, pre_ctx = b.decode_requests, b.prefill_tokens, b.prefill_sequences, b.prefill_context
@@ -98,8 +129,7 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: 
     gemm_t = K.gemm_s(hw, main.flops, main.bytes, tokens, wb, mode, inner=main_inner)
     flops = main.flops
 
-    dec_op = F.decode_attention(m, d, dec, b.decode_context, b.decode_context_spread)
-    core_t = K.decode_attention_s(hw, dec_op.flops, dec_op.bytes, b.decode_context, d.attn_compute_bytes, mode)
+    core_t, dec_op = decode_attention_s(m, hw, d, dec, b.decode_context, b.decode_context_spread, mode)
     flops = flops + dec_op.flops
 
     if m.attention == "mla":

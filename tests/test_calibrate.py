@@ -297,7 +297,15 @@ def test_calibrate_from_csv_writes_a_loadable_file(tmp_path: Path) -> None:
     data = tomllib.loads(path.read_text())
     assert data["name"] == "h200-sxm" and data["provenance"]["package"] == "user CSV"
     assert sum(data["provenance"]["points_fit"].values()) == 9
-    assert set(data["efficiency"]) >= {"gemm_compute_frac", "moe_latency_us", "decode_attn_memory_frac"}
+    assert set(data["efficiency"]) >= {"gemm_compute_frac", "moe_latency_us", "dec_bf16_memory_frac",
+                                       "dec_mha_item_latency_us", "dec_mla_overlap_p"}
+    assert data["efficiency"]["dec_paths"] == 1.0  # the decode-attention fit switches its form on
+    # The loader reads the file back in SI (per-item costs written in µs like every latency).
+    from jaxsim.presets import _apply_calibration
+
+    eff = _apply_calibration(path, js.Efficiency(), {})
+    for name in ("dec_paths", "dec_mha_item_latency_s", "dec_mla_latency_s", "dec_overlap_p", "dec_bf16_memory_frac"):
+        assert float(getattr(eff, name)) == pytest.approx(cal.values[name], rel=1e-5), name
 
 
 # ---- the roofline floor ----
@@ -324,9 +332,10 @@ def _random_rows(rng: np.random.Generator, n: int) -> pd.DataFrame:
     return T.check_table(df, "random")
 
 
+@pytest.mark.parametrize("dec_paths", [0.0, 1.0])
 @pytest.mark.parametrize("system", SHIPPED)
-def test_calibrated_model_is_never_below_the_roofline(system: str) -> None:
-    hw = js.load_hardware(system)
+def test_calibrated_model_is_never_below_the_roofline(system: str, dec_paths: float) -> None:
+    hw = FT.apply_params(js.load_hardware(system), {"dec_paths": dec_paths})
     pred = FT.predict(hw, _random_rows(np.random.default_rng(5), 200))
     assert (pred.pred_ms >= pred.roofline_ms * (1 - 1e-6)).all()
     # The roofline itself, recomputed here for GEMMs: max(2mnk / peak, bytes / HBM).
@@ -338,11 +347,14 @@ def test_calibrated_model_is_never_below_the_roofline(system: str) -> None:
     np.testing.assert_allclose(g.roofline_ms, bound * 1e3, rtol=1e-4)
 
 
-def test_extreme_parameters_never_beat_the_roofline() -> None:
+@pytest.mark.parametrize("dec_paths", [0.0, 1.0])
+@pytest.mark.parametrize("extreme", [50.0, 1e-6])
+def test_extreme_parameters_never_beat_the_roofline(extreme: float, dec_paths: float) -> None:
     base = js.load_hardware("b200", calibrated=False)
-    big = {name: 50.0 for group in FT.GROUPS.values() for name, coord in group if coord != "logit"}
+    big = {name: extreme + (coord == "log1") for group in FT.GROUPS.values() for name, coord in group
+           if coord != "logit"}
     hw = FT.apply_params(base, {**big, **{n: 1.0 for g in FT.GROUPS.values() for n, c in g if c == "logit"},
-                                "collective_regimes": 1.0, "moe_terms": 1.0})
+                                "collective_regimes": 1.0, "moe_terms": 1.0, "dec_paths": dec_paths})
     pred = FT.predict(hw, _random_rows(np.random.default_rng(9), 100))
     assert (pred.pred_ms >= pred.roofline_ms * (1 - 1e-6)).all()
 

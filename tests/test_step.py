@@ -246,12 +246,15 @@ def test_smooth_primitives_converge_to_hard() -> None:
     np.testing.assert_allclose(np.asarray(smooth.relu(x - 3, fine)), np.maximum(x - 3, 0), atol=1e-3)
 
 
-def test_serving_latency_share_orders_step_times(ds3: js.Model, h200: js.Hardware) -> None:
+@pytest.mark.parametrize("dec_paths", [0.0, 1.0])
+def test_serving_latency_share_orders_step_times(ds3: js.Model, h200: js.Hardware, dec_paths: float) -> None:
     """Share 0 ≤ share 0.4 ≤ share 1 for every step, and the share-0 step equals the step with the fitted latencies
-    removed (the roofline-side terms are untouched)."""
-    at = lambda f: eqx.tree_at(lambda h: h.eff.serving_latency_frac, h200, f)  # noqa: E731
+    removed (the roofline-side terms are untouched), with either decode-attention form."""
+    hw = eqx.tree_at(lambda h: h.eff.dec_paths, h200, dec_paths)
+    at = lambda f: eqx.tree_at(lambda h: h.eff.serving_latency_frac, hw, f)  # noqa: E731
     latencies = ("gemm_latency_s", "gemm_quant_latency_s", "moe_latency_s", "moe_quant_latency_s", "attn_latency_s",
-                 "decode_attn_latency_s", "collective_latency_s")
+                 "decode_attn_latency_s", "collective_latency_s", "dec_latency_s", "dec_fp8_gqa_latency_s",
+                 "dec_split_latency_s", "dec_mla_latency_s", "dec_mla_split_latency_s")
     none = eqx.tree_at(lambda h: tuple(getattr(h.eff, f) for f in latencies), at(1.0), (0.0,) * len(latencies))
     for d, b in random_cases(ds3, 6, 11):
         t0, t4, t1 = (float(js.step_cost(ds3, at(f), d, b).total_s) for f in (0.0, 0.4, 1.0))

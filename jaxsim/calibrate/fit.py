@@ -31,7 +31,7 @@ from jaxsim.cost import comm
 from jaxsim.cost import flops as F
 from jaxsim.cost import kernels as K
 from jaxsim.spec import BYTES_PER_DTYPE, Deployment, Efficiency, Hardware, Model
-from jaxsim.step import routed_experts_s
+from jaxsim.step import decode_attention_s, routed_experts_s
 
 # Activations (GEMM inputs / outputs, MoE tokens) are BF16 in every measured table.
 ACT_BYTES = 2.0
@@ -55,13 +55,15 @@ GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
     "attention": (("attn_compute_frac", "logit"), ("attn_fp8_scale", "log"), ("attn_compute_half_context", "log"),
                   ("attn_memory_frac", "logit"), ("attn_half_context", "log"), ("attn_latency_s", "log"),
                   ("attn_latency_p", "log1")),
-    "decode_attention": (("decode_attn_compute_frac", "logit"), ("decode_attn_memory_frac", "logit"),
-                         ("decode_attn_half_context", "log"), ("decode_attn_latency_s", "log")),
+    "decode_attention": tuple((f, "logit" if f.endswith("_frac") or f == "dec_item_head_dim_power" else
+                               "log1" if f.endswith("_p") else "log")
+                              for f in Efficiency.__dataclass_fields__ if f.startswith("dec_") and f != "dec_paths"),
     "collectives": tuple((f, "logit" if f.endswith("_frac") else "log") for f in Efficiency.__dataclass_fields__
                          if f.startswith("coll_")),
 }
 # Switches a group's fit turns on (not fitted; written into the calibration file with the fitted values).
-SWITCHES: dict[str, dict[str, float]] = {"collectives": {"collective_regimes": 1.0}, "moe": {"moe_terms": 1.0}}
+SWITCHES: dict[str, dict[str, float]] = {"collectives": {"collective_regimes": 1.0}, "moe": {"moe_terms": 1.0},
+                                         "decode_attention": {"dec_paths": 1.0}}
 GROUP_OF_OP = {"gemm": "gemm", "moe": "moe", "context_attention": "attention", "context_mla": "attention",
                "generation_attention": "decode_attention", "generation_mla": "decode_attention",
                **{c: "collectives" for c in COLLECTIVES}}
@@ -141,9 +143,7 @@ def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True) -> Array:
         model = _attention_model(op, c)
         d = Deployment(kv_bytes=c["kv_bytes"], attn_compute_bytes=c["dtype_bytes"])
         if op.startswith("generation"):
-            context = c["prefix"] + c["seq_len"]
-            cost = F.decode_attention(model, d, c["batch"], context)
-            return K.decode_attention_s(hw, cost.flops, cost.bytes, context, d.attn_compute_bytes)
+            return decode_attention_s(model, hw, d, c["batch"], c["prefix"] + c["seq_len"])[0]
         tokens = c["batch"] * c["seq_len"]
         context = c["prefix"] + 0.5 * (c["seq_len"] + 1.0)  # mean positions a causal prefill token attends
         cost = F.prefill_attention(model, d, tokens, context, c["batch"], absorbed=False)
@@ -155,7 +155,11 @@ def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True) -> Array:
 
 def roofline_op(hw: Hardware, rows: Rows) -> Array:
     """The roofline bound of every row (kernels: max(FLOPs / peak, bytes / HBM); collectives: bytes over the
-    nominal link without latency), from the same FLOP and byte counts as `predict_op`."""
+    nominal link without latency), from the same FLOP and byte counts as `predict_op`.
+
+    Decode attention takes its roofline from the `decode_attn_*` form (`dec_paths` = 0), whose ideal is the exact
+    max; the `dec_*` terms are ideal as well (fractions and occupancy 1, latencies and per-item costs 0, no slow path)
+    but their p-norm would sit above the max."""
     fields = Efficiency.__dataclass_fields__
     switches = {f for group in SWITCHES.values() for f in group}
     zero = ("_latency_s", "_overhead_s", "_half", "_bytes", "_cost_s")
@@ -163,7 +167,9 @@ def roofline_op(hw: Hardware, rows: Rows) -> Array:
         **{f: 1.0 for f in fields if f.endswith("_frac") or f.endswith("_scale")},
         **{f: 0.0 for f in fields if f.endswith(zero) or "_half_" in f},
         **{f: 1e3 for f in fields if f.endswith("_work_p")},  # overlapping compute and traffic: their max
-        **{f: getattr(hw.eff, f) for f in switches}))
+        **{f: getattr(hw.eff, f) for f in switches - {"dec_paths"}},
+        # decode attention: the bound of the old form at its ideal (the new form's p-norm sits above it)
+        **{"dec_paths": 0.0, "dec_fp8_heavy_slowdown": 0.0}))
     if rows.op in COLLECTIVES:
         ideal = eqx.tree_at(lambda h: (h.scale_up_latency_s, h.scale_out_latency_s), ideal, (0.0, 0.0))
     return predict_op(ideal, rows, quant_pass=False)

@@ -6,10 +6,18 @@ hardware's `Efficiency` parameters. Every efficiency is clipped into (0, 1], and
 (≥ 0) only adds to its time, so a predicted time is never below the roofline bound. Inside a serving step a
 kernel pays the share `serving_latency_frac` ∈ [0, 1] of its fitted fixed latency (`serving_latency_s`); the
 calibration fit sets that share to 1 (kernels measured in isolation).
+
+Decode attention has two forms, chosen by `Efficiency.dec_paths`: `decode_attention_s` (roofline over saturating
+fractions, plus a latency) and `decode_paths_s` (launch and split latencies, a cost per work item, memory with
+occupancy and compute, overlapped as a p-norm, per kernel path); `step.decode_attention_s` picks one.
 """
 
 from __future__ import annotations
 
+from functools import reduce
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
@@ -51,9 +59,15 @@ def overlap_latency(work_s: ArrayLike, latency_s: ArrayLike, p: ArrayLike) -> Ar
 
     p = 1 adds them; a larger p lets the longer one hide the shorter. Never below either of them.
     """
-    work_s, latency_s = jnp.asarray(work_s), jnp.maximum(jnp.asarray(latency_s), 0.0)
+    return pnorm((jnp.asarray(work_s), jnp.maximum(jnp.asarray(latency_s), 0.0)), p)
+
+
+def pnorm(terms: tuple[ArrayLike, ...], p: ArrayLike) -> Array:
+    """`(Σ term^p)^(1/p)` of non-negative terms with p clipped to ≥ 1: never below the largest term, at most their
+    sum; 0 when all are 0, with finite gradients."""
+    terms = tuple(jnp.asarray(t) for t in terms)
     p = jnp.maximum(p, 1.0)
-    top = jnp.maximum(work_s, latency_s)
+    top = reduce(jnp.maximum, terms)
     pos = top > 0
     safe = jnp.where(pos, top, 1.0)  # double-where: no 0/0 in values or gradients
     def power(x: Array) -> Array:
@@ -61,7 +75,7 @@ def overlap_latency(work_s: ArrayLike, latency_s: ArrayLike, p: ArrayLike) -> Ar
         r_safe = jnp.where(r > 0, r, 1.0)
         return jnp.where(r > 0, r_safe**p, 0.0)
 
-    norm = safe * (power(work_s) + power(latency_s)) ** (1.0 / p)
+    norm = safe * sum(power(t) for t in terms) ** (1.0 / p)
     return jnp.where(pos, jnp.maximum(norm, top), 0.0)
 
 
@@ -129,11 +143,6 @@ def by_precision(operand_bytes: ArrayLike, bf16: ArrayLike, fp8: ArrayLike, fp4:
     return jnp.where(b <= 0.5, fp4, jnp.where(b <= 1.0, fp8, bf16))
 
 
-def pnorm(a: ArrayLike, b: ArrayLike, p: ArrayLike) -> Array:
-    """`(a^p + b^p)^(1/p)` of two times ≥ 0 with p ≥ 1: between max(a, b) and a + b, never below either."""
-    return overlap_latency(a, b, p)
-
-
 def moe_layer_s(hw: Hardware, assignments: ArrayLike, active_experts: ArrayLike, instance_tokens: ArrayLike,
                 hidden: ArrayLike, inter_per_gpu: ArrayLike, top_k: ArrayLike, local_experts: ArrayLike,
                 weight_bytes: ArrayLike, activation_bytes: ArrayLike = 2.0) -> Array:
@@ -162,7 +171,7 @@ def moe_layer_s(hw: Hardware, assignments: ArrayLike, active_experts: ArrayLike,
     t_compute = 2.0 * a * w / (peak_flop_per_s(hw, wb) * jnp.clip(cf, _MIN_EFF, 1.0))
     traffic = n * w * wb + a * (2.0 * hidden + 3.0 * inter_per_gpu) * activation_bytes
     t_memory = traffic / (hw.hbm_bytes_per_s * jnp.clip(e.moe_memory_frac, _MIN_EFF, 1.0))
-    gemms = pnorm(t_compute, t_memory, e.moe_work_p)
+    gemms = pnorm((t_compute, t_memory), e.moe_work_p)
     row_bytes = by_precision(wb, e.moe_row_bytes, e.moe_fp8_row_bytes, e.moe_fp4_row_bytes)
     row_pass = a * (jnp.maximum(row_bytes, 0.0) * hidden + jnp.maximum(e.moe_row_inter_bytes, 0.0) * inter_per_gpu)
     token_bytes = by_precision(wb, e.moe_token_bytes, e.moe_fp8_token_bytes, e.moe_fp4_token_bytes)
@@ -196,6 +205,112 @@ def decode_attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, contex
     work = kernel_s(flops, bytes_, peak_flop_per_s(hw, compute_bytes), hw.hbm_bytes_per_s,
                     e.decode_attn_compute_frac, mf, mode)
     return overlap_latency(work, serving_latency_s(hw, e.decode_attn_latency_s), e.attn_latency_p)
+
+
+DECODE_TILE = 128.0  # KV positions per tile of a decode work item (`dec_tile_item_latency_s` is per tile)
+
+
+class DecodeShape(NamedTuple):
+    """The shape of one decode-attention kernel call on one GPU, what `decode_paths_s` needs beyond FLOPs and bytes.
+
+    Args:
+        requests: decode requests in the call.
+        read: KV positions each request reads (window- or top-k-truncated).
+        context: KV positions before the sliding window (≥ read; = read for full-attention layers).
+        heads: query heads on the GPU.
+        kv_heads: KV heads on the GPU (≥ 1; MLA: 1, the shared latent).
+        head_dim: dimension of one head (GQA; unused for MLA).
+        kv_bytes: bytes per KV element (2 BF16, 1 FP8).
+        queries: query tokens per request (1 + MTP draft tokens).
+        mla: absorbed MLA (static) or GQA / MHA.
+    """
+
+    requests: ArrayLike
+    read: ArrayLike
+    context: ArrayLike
+    heads: ArrayLike
+    kv_heads: ArrayLike
+    head_dim: ArrayLike
+    kv_bytes: ArrayLike
+    queries: ArrayLike
+    mla: bool
+
+
+def decode_paths_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, shape: DecodeShape) -> Array:
+    """Decode attention by kernel path (`dec_*` / `dec_mla_*` parameters, used when `dec_paths` = 1):
+
+        t = L + W + (F^p + M^p + C^p)^(1/p)
+        F = items × cost per item                 items = requests × KV heads (GQA) or requests (MLA)
+        M = bytes / (HBM × frac(mf × occ))        occ = n / (n + ctas_half), n = resident blocks with split KV
+        C = flops / (BF16 peak × frac(cf))
+
+    GQA / MHA paths: MHA (group = heads / KV heads of 1), BF16-KV GQA, FP8-KV GQA; FP8 GQA with head_dim ≥ 128 launches
+    faster (the grouped-query FP8 kernel), and FP8 GQA with group × head_dim above `dec_fp8_heavy_group_dim` switches
+    (a sigmoid) to a path `1 + dec_fp8_heavy_slowdown` times slower per item and per byte. The cost per item is the
+    path's cost × (head_dim / 128)^power × slowdown, plus a cost per query row (heads per KV head × queries per
+    request) × head_dim / 128 and one per tile of 128 KV positions; the memory fraction falls for short KV rows
+    (head_dim × KV bytes against `dec_row_bytes_half`); blocks n = items × (1 + read / split_chunk). BF16 KV with a
+    sliding window (context > read) pays for the tiles beyond the window: `dec_bf16_window_latency_s` × y / (y +
+    `dec_window_tiles_half`), y = items × (context − read) / 128 (its kernel splits the whole context into blocks,
+    up to a cap). MLA (absorbed,
+    the latent read once per request): cost per request fixed + per query head and query token, blocks
+    n = requests × splits with splits = 1 + x / (1 + x / max_splits), x = read / split_chunk; memory and compute
+    fractions by KV precision. L = launch latency + split latency × read / (read + split_half_context), both paid at
+    `serving_latency_frac`.
+
+    Never below max(flops / peak, bytes / HBM) (fractions ≤ 1, F and L ≥ 0, p ≥ 1): the compute term uses the BF16
+    peak, the lowest tensor-core peak. 0 without requests, with finite gradients.
+    """
+    e = hw.eff
+    on = jnp.asarray(shape.requests) > 0
+    requests = jnp.where(on, shape.requests, 1.0)  # double-where: the unused branch stays finite
+    read = jnp.maximum(jnp.asarray(shape.read), 0.0)
+    share = jnp.clip(e.serving_latency_frac, 0.0, 1.0)
+    pos = lambda x: jnp.maximum(x, 0.0)  # noqa: E731
+    frac = lambda x: jnp.clip(x, _MIN_EFF, 1.0)  # noqa: E731
+    fp8 = jnp.asarray(shape.kv_bytes) < 1.5
+    if shape.mla:
+        items = requests
+        item_s = pos(e.dec_mla_item_latency_s) + pos(e.dec_mla_head_item_latency_s) * shape.heads * shape.queries
+        x = read / jnp.maximum(e.dec_mla_split_chunk, 1.0)
+        blocks = requests * (1.0 + x / (1.0 + x / jnp.maximum(e.dec_mla_max_splits, 1.0)))
+        occ = blocks / (blocks + pos(e.dec_mla_ctas_half))
+        mf = jnp.where(fp8, e.dec_mla_fp8_memory_frac, e.dec_mla_bf16_memory_frac) * occ
+        cf = jnp.where(fp8, e.dec_mla_fp8_compute_frac, e.dec_mla_bf16_compute_frac)
+        launch, window_s = e.dec_mla_latency_s, 0.0
+        split_s, split_half, p = e.dec_mla_split_latency_s, e.dec_mla_split_half_context, e.dec_mla_overlap_p
+    else:
+        kv_heads = jnp.maximum(shape.kv_heads, 1.0)
+        head_dim = jnp.maximum(shape.head_dim, 1.0)
+        group = shape.heads / kv_heads
+        mha = group < 1.5
+        fp8_gqa = fp8 & ~mha
+        xqa = fp8_gqa & (head_dim >= 128.0)
+        heavy_at = jnp.maximum(e.dec_fp8_heavy_group_dim, 1.0)
+        heavy = jnp.where(fp8_gqa, jax.nn.sigmoid((group * head_dim - heavy_at) / (0.1 * heavy_at)), 0.0)
+        slow = 1.0 + pos(e.dec_fp8_heavy_slowdown) * heavy
+        d = head_dim / 128.0
+        path_s = jnp.where(mha, e.dec_mha_item_latency_s,
+                           jnp.where(fp8, e.dec_fp8_gqa_item_latency_s, e.dec_bf16_gqa_item_latency_s))
+        item_s = (pos(path_s) * d ** e.dec_item_head_dim_power * slow
+                  + pos(e.dec_query_item_latency_s) * group * shape.queries * d
+                  + pos(e.dec_tile_item_latency_s) * jnp.ceil(read / DECODE_TILE))
+        items = requests * kv_heads
+        row = head_dim * shape.kv_bytes
+        path_mf = jnp.where(fp8, jnp.where(mha, e.dec_fp8_mha_memory_frac, e.dec_fp8_gqa_memory_frac),
+                            e.dec_bf16_memory_frac)
+        blocks = items * (1.0 + read / jnp.maximum(e.dec_split_chunk, 1.0))
+        occ = blocks / (blocks + pos(e.dec_ctas_half))
+        mf = frac(path_mf) * row / (row + pos(e.dec_row_bytes_half)) / slow * occ
+        cf = e.dec_compute_frac
+        outside = items * jnp.maximum(jnp.asarray(shape.context) - read, 0.0) / DECODE_TILE
+        window_s = jnp.where(fp8, 0.0, pos(e.dec_bf16_window_latency_s) * outside
+                             / (outside + jnp.maximum(e.dec_window_tiles_half, 1.0)))
+        launch = jnp.where(xqa, e.dec_fp8_gqa_latency_s, e.dec_latency_s)
+        split_s, split_half, p = e.dec_split_latency_s, e.dec_split_half_context, e.dec_overlap_p
+    fixed = (pos(launch) + pos(split_s) * read / (read + jnp.maximum(split_half, 1.0))) * share
+    work = pnorm((items * item_s, bytes_ / (hw.hbm_bytes_per_s * frac(mf)), flops / (hw.bf16_flop_per_s * frac(cf))), p)
+    return jnp.where(on, fixed + window_s + work, 0.0)
 
 
 def memory_bound_s(hw: Hardware, bytes_: ArrayLike) -> Array:
