@@ -79,7 +79,7 @@ def regime_s(hw: Hardware, kind: int, buffer_bytes: ArrayLike, n: ArrayLike) -> 
     peers = jnp.maximum(n - 1.0, 0.0)
     safe_n = jnp.maximum(n, 1.0)
     share = jnp.clip(e.serving_latency_frac, 0.0, 1.0)
-    lat = lambda x: jnp.maximum(x, 1e-9) * share + 1e-12  # noqa: E731  (positive: a log is taken)
+    lat = lambda x: jnp.maximum(x, 0.0) * share + 1e-12  # noqa: E731  (positive: a log is taken)
     frac = lambda x: jnp.clip(x, 1e-6, 1.0)  # noqa: E731
     beta = jnp.maximum(jnp.asarray(buffer_bytes), 0.0) / hw.scale_up_bytes_per_s
     ring_traffic = peers / safe_n * beta
