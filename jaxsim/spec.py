@@ -103,6 +103,11 @@ class Efficiency(eqx.Module):
     `collective_regimes` = 1 (set by calibration) prices collectives inside the scale-up domain with the
     protocol-regime model of `cost.comm` (`coll_*` fields: per-regime latencies, per-peer latencies, fractions of
     the nominal link rate and peer ramps); 0 keeps the single latency + bandwidth form.
+
+    `ctx_tiles` = 1 (set by calibration) prices prefill attention with the tile / occupancy model of
+    `kernels.prefill_attention_s` (`ctx_*` fields: compute fractions per precision, softmax cost per score and its
+    overlap with the tensor cores, per-CTA and per-KV-tile costs, scheduling exponent and last-wave tail, memory
+    fractions, per-call latencies); 0 keeps `kernels.attention_s` with the `attn_*` fields.
     """
 
     gemm_compute_frac: Array = _num(0.7)
@@ -162,6 +167,28 @@ class Efficiency(eqx.Module):
     coll_ar_twoshot_frac: Array = _num(0.65)
     coll_ar_nvls_latency_s: Array = _num(57e-6)
     coll_ar_nvls_frac: Array = _num(0.67)
+    # Tiled prefill attention (`kernels.prefill_attention_s`; used when `ctx_tiles` = 1). Defaults: the H200 fit of
+    # experiments/validation/kernels/proto/context_attention.md. SM-seconds are busy time of one SM.
+    ctx_tiles: Array = _num(0.0)
+    ctx_compute_frac: Array = _num(0.686)  # tensor fraction of the BF16 peak, BF16 Q/K/V
+    ctx_kv8_compute_frac: Array = _num(0.975)  # BF16 math with an FP8 KV cache, of the BF16 peak
+    ctx_fp8_compute_frac: Array = _num(0.509)  # FP8 math, of the FP8 peak
+    ctx_softmax_s: Array = _num(5.05e-13)  # softmax (exp, max, rescale) per score, GPU-seconds
+    ctx_overlap_p: Array = _num(5.26)  # p-norm of a KV tile's tensor-core and softmax times (1 = serial)
+    ctx_cta_latency_s: Array = _num(3.79e-6)  # fixed cost of one CTA (prologue, Q load, epilogue), SM-seconds
+    ctx_kv_step_s: Array = _num(1.28e-7)  # fixed cost of one KV-tile iteration per 256 head dims, SM-seconds
+    ctx_sched_p: Array = _num(7.74)  # p-norm of the balanced waves and the longest CTA (large = max)
+    ctx_tail_frac: Array = _num(0.983)  # the last wave's tail, in mean CTA times
+    ctx_diag_tiles: Array = _num(0.561)  # extra work of a CTA's masked diagonal tile, in KV tiles
+    ctx_memory_frac: Array = _num(0.99)  # HBM fraction for the compulsory bytes (Q, K, V in, O out)
+    ctx_pre_memory_frac: Array = _num(0.996)  # HBM fraction of the pre-pass (RoPE, KV-cache write)
+    ctx_latency_s: Array = _num(10.1e-6)  # per-call latency, GQA
+    ctx_window_extra: Array = _num(534.0)  # KV positions a sliding-window kernel visits beyond the window
+    ctx_mla_compute_frac: Array = _num(0.85)  # MLA (expanded K/V): tensor fraction of the BF16 peak, BF16 KV
+    ctx_mla_kv8_compute_frac: Array = _num(0.789)  # MLA with an FP8 KV cache, of the BF16 peak
+    ctx_mla_cta_latency_s: Array = _num(1.66e-6)  # MLA: fixed cost of one CTA, SM-seconds, BF16 KV
+    ctx_mla_kv8_cta_latency_s: Array = _num(3.26e-6)  # MLA: same, FP8 KV
+    ctx_mla_latency_s: Array = _num(13.7e-6)  # MLA: per-call latency
 
 
 class Hardware(eqx.Module):
