@@ -125,6 +125,11 @@ class Efficiency(eqx.Module):
     head_dim above `dec_fp8_heavy_group_dim` take a path `1 + dec_fp8_heavy_slowdown` times slower. BF16 KV with a
     sliding window pays up to `dec_bf16_window_latency_s` for the tiles beyond the window (half of it at
     `dec_window_tiles_half` work items × tiles). Defaults: the H200 fit.
+
+    `ctx_tiles` = 1 (set by calibration) prices prefill attention with the tile / occupancy model of
+    `kernels.prefill_attention_s` (`ctx_*` fields: compute fractions per precision, softmax cost per score and its
+    overlap with the tensor cores, per-CTA and per-KV-tile costs, scheduling exponent and last-wave tail, memory
+    fractions, per-call latencies); 0 keeps `kernels.attention_s` with the `attn_*` fields.
     """
 
     gemm_compute_frac: Array = _num(0.7)
@@ -241,6 +246,28 @@ class Efficiency(eqx.Module):
     dec_mla_bf16_compute_frac: Array = _num(0.8983)
     dec_mla_fp8_compute_frac: Array = _num(0.9297)
     dec_mla_overlap_p: Array = _num(1.698)
+    # Tiled prefill attention (`kernels.prefill_attention_s`; used when `ctx_tiles` = 1). Defaults: the H200 fit of
+    # experiments/validation/kernels/proto/context_attention.md. SM-seconds are busy time of one SM.
+    ctx_tiles: Array = _num(0.0)
+    ctx_compute_frac: Array = _num(0.686)  # tensor fraction of the BF16 peak, BF16 Q/K/V
+    ctx_kv8_compute_frac: Array = _num(0.975)  # BF16 math with an FP8 KV cache, of the BF16 peak
+    ctx_fp8_compute_frac: Array = _num(0.509)  # FP8 math, of the FP8 peak
+    ctx_softmax_s: Array = _num(5.05e-13)  # softmax (exp, max, rescale) per score, GPU-seconds
+    ctx_overlap_p: Array = _num(5.26)  # p-norm of a KV tile's tensor-core and softmax times (1 = serial)
+    ctx_cta_latency_s: Array = _num(3.79e-6)  # fixed cost of one CTA (prologue, Q load, epilogue), SM-seconds
+    ctx_kv_step_s: Array = _num(1.28e-7)  # fixed cost of one KV-tile iteration per 256 head dims, SM-seconds
+    ctx_sched_p: Array = _num(7.74)  # p-norm of the balanced waves and the longest CTA (large = max)
+    ctx_tail_frac: Array = _num(0.983)  # the last wave's tail, in mean CTA times
+    ctx_diag_tiles: Array = _num(0.561)  # extra work of a CTA's masked diagonal tile, in KV tiles
+    ctx_memory_frac: Array = _num(0.99)  # HBM fraction for the compulsory bytes (Q, K, V in, O out)
+    ctx_pre_memory_frac: Array = _num(0.996)  # HBM fraction of the pre-pass (RoPE, KV-cache write)
+    ctx_latency_s: Array = _num(10.1e-6)  # per-call latency, GQA
+    ctx_window_extra: Array = _num(534.0)  # KV positions a sliding-window kernel visits beyond the window
+    ctx_mla_compute_frac: Array = _num(0.85)  # MLA (expanded K/V): tensor fraction of the BF16 peak, BF16 KV
+    ctx_mla_kv8_compute_frac: Array = _num(0.789)  # MLA with an FP8 KV cache, of the BF16 peak
+    ctx_mla_cta_latency_s: Array = _num(1.66e-6)  # MLA: fixed cost of one CTA, SM-seconds, BF16 KV
+    ctx_mla_kv8_cta_latency_s: Array = _num(3.26e-6)  # MLA: same, FP8 KV
+    ctx_mla_latency_s: Array = _num(13.7e-6)  # MLA: per-call latency
 
 
 class Hardware(eqx.Module):
@@ -248,6 +275,8 @@ class Hardware(eqx.Module):
 
     Bandwidths are per GPU and per direction. A dtype without a native tensor-core path carries the
     rate of the next wider one (FP4 weights on H100 run at the FP8 rate after dequantisation).
+    `sm_count` (streaming multiprocessors) sets how many attention tiles run at once in the prefill-attention
+    model; it defaults to the H100 / H200 SXM's 132.
     """
 
     name: str = eqx.field(static=True)
@@ -262,6 +291,7 @@ class Hardware(eqx.Module):
     scale_out_bytes_per_s: Array = _num()
     scale_out_latency_s: Array = _num()
     tdp_watts: Array = _num()
+    sm_count: Array = _num(132.0)
     eff: Efficiency = eqx.field(default_factory=Efficiency)
 
 

@@ -5,7 +5,8 @@ The iteration runs, on every attention-DP rank in lockstep, `decode_requests` de
 once and multiplied by their count. Per layer:
 
 - attention: projections (GEMM), core attention of decode (`decode_attention_s`) and prefill
-  (kernels.attention_s), TP all-reduce of the output;
+  (`prefill_core_attention_s`: the tile model kernels.prefill_attention_s when `ctx_tiles` = 1, else
+  kernels.attention_s), TP all-reduce of the output;
 - FFN: a dense FFN (dense layers) or, for MoE layers, router + shared experts + routed experts as a
   grouped GEMM over the whole instance's tokens, with EP dispatch before and combine after
   (all-to-all over EP, all-gather / reduce-scatter over MoE-TP), and a TP all-reduce;
@@ -116,6 +117,58 @@ def decode_attention_s(m: Model, hw: Hardware, d: Deployment, requests: ArrayLik
     return jnp.where(hw.eff.dec_paths > 0.5, paths, legacy), op
 
 
+def prefill_core_attention_s(m: Model, hw: Hardware, d: Deployment, tokens: ArrayLike, context: ArrayLike,
+                             sequences: ArrayLike, absorbed: bool, mode: Mode = HARD,
+                             bound: bool = False) -> tuple[Array, Array]:
+    """(time s, FLOPs) of the core attention of `tokens` prefill tokens from `sequences` prompts, each token
+    attending `context` positions on average (cached prefix + earlier chunks + its causal position), on one GPU.
+
+    `ctx_tiles` = 1 prices it with the tile model `kernels.prefill_attention_s`: s = tokens / sequences new tokens
+    per prompt after a prefix of context − (s + 1)/2 positions; sliding-window layers (a `sliding_layer_frac`
+    share) and full layers are priced apart and mixed by that share; DSA's top-k acts as a window, its indexer
+    is a kernel of its own at the FP8 compute and memory fractions of the tile model. MLA: the expanded path
+    (`absorbed=False`) with its per-head dims and one K/V per head; the absorbed path attends in the latent
+    space (dims kv_lora + rope / kv_lora, one shared latent). `ctx_tiles` = 0 keeps `kernels.attention_s` on the
+    FLOPs and bytes of `flops.prefill_attention`. FLOPs are those of `flops.prefill_attention` either way.
+    `bound=True` gives the roofline bound of the same work instead (the tile model's padding, waves and pre-pass are
+    work of the kernel, not efficiencies, so no choice of parameters reaches this bound exactly).
+    """
+    att = F.prefill_attention(m, d, tokens, context, sequences, absorbed)
+    if bound:
+        old = K.roofline_s(att.flops, att.bytes, K.peak_flop_per_s(hw, d.attn_compute_bytes), hw.hbm_bytes_per_s,
+                           mode)
+    else:
+        old = K.attention_s(hw, att.flops, att.bytes, context, d.attn_compute_bytes, mode)
+    prompts = jnp.where(jnp.asarray(sequences) > 0, sequences, 1.0)  # tokens without a count: one prompt
+    new = tokens / prompts
+    prefix = jnp.maximum(jnp.asarray(context) - 0.5 * (new + 1.0), 0.0)
+    heads = m.n_heads / d.tp
+    if m.attention == "mla":
+        if absorbed:
+            kv_heads, dqk, dv = jnp.ones_like(heads), m.kv_lora_rank + m.qk_rope_dim, m.kv_lora_rank
+        else:
+            kv_heads, dqk, dv = heads, m.qk_nope_dim + m.qk_rope_dim, m.v_head_dim
+    else:
+        kv_heads, dqk, dv = jnp.maximum(m.n_kv_heads / d.tp, 1.0), m.head_dim, m.v_head_dim
+    topk = jnp.where(m.index_topk > 0, m.index_topk, 0.0)
+    windowed = jnp.where((m.sliding_window > 0) & (topk > 0), jnp.minimum(m.sliding_window, topk),
+                         jnp.maximum(m.sliding_window, topk))
+
+    def tiled(window: Array) -> Array:
+        if bound:
+            return K.prefill_attention_roofline_s(hw, prompts, new, prefix, heads, kv_heads, dqk, dv, window,
+                                                  d.attn_compute_bytes, d.kv_bytes, mode)
+        return K.prefill_attention_s(hw, prompts, new, prefix, heads, kv_heads, dqk, dv, window,
+                                     d.attn_compute_bytes, d.kv_bytes, m.attention == "mla", mode)
+
+    core = m.sliding_layer_frac * tiled(windowed) + (1.0 - m.sliding_layer_frac) * tiled(topk)
+    idx = F.indexer_scoring(m, tokens, sequences, context)
+    fp8_frac = 1.0 if bound else hw.eff.ctx_fp8_compute_frac
+    mem_frac = 1.0 if bound else hw.eff.ctx_memory_frac
+    indexer = K.kernel_s(idx.flops, idx.bytes, hw.fp8_flop_per_s, hw.hbm_bytes_per_s, fp8_frac, mem_frac, mode)
+    return jnp.where(hw.eff.ctx_tiles > 0.5, core + indexer, old), att.flops
+
+
 def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mode) -> tuple[Array, Array, Array]:
     """(core attention s, projection GEMM s, FLOPs) of one layer for the (micro-)batch `b`."""
     dec, pre, seqs, pre_ctx = b.decode_requests, b.prefill_tokens, b.prefill_sequences, b.prefill_context
@@ -142,18 +195,17 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: 
         positions = F.prefill_kv_positions(pre, pre_ctx, seqs)
         outs = []
         for absorbed, up_rows in ((False, positions), (True, pre)):
-            att = F.prefill_attention(m, d, pre, pre_ctx, seqs, absorbed)
+            att_t, att_flops = prefill_core_attention_s(m, hw, d, pre, pre_ctx, seqs, absorbed, mode)
             up = F.OpCost(2.0 * up_rows * kv_b_w, kv_b_w * wb + up_rows * m.kv_lora_rank * ab)
-            t = (K.attention_s(hw, att.flops, att.bytes, pre_ctx, d.attn_compute_bytes, mode)
-                 + K.gemm_s(hw, up.flops, up.bytes, up_rows, wb, mode, inner=m.kv_lora_rank))
-            outs.append((t, att.flops + up.flops))
+            t = att_t + K.gemm_s(hw, up.flops, up.bytes, up_rows, wb, mode, inner=m.kv_lora_rank)
+            outs.append((t, att_flops + up.flops))
         (t_exp, f_exp), (t_abs, f_abs) = outs
         core_t = core_t + smooth.minimum(t_exp, t_abs, mode)
         flops = flops + jnp.where(t_abs < t_exp, f_abs, f_exp)
     else:
-        att = F.prefill_attention(m, d, pre, pre_ctx, seqs, absorbed=False)
-        core_t = core_t + K.attention_s(hw, att.flops, att.bytes, pre_ctx, d.attn_compute_bytes, mode)
-        flops = flops + att.flops
+        att_t, att_flops = prefill_core_attention_s(m, hw, d, pre, pre_ctx, seqs, absorbed=False, mode=mode)
+        core_t = core_t + att_t
+        flops = flops + att_flops
     return core_t, gemm_t, flops
 
 

@@ -345,6 +345,10 @@ def test_calibrated_model_is_never_below_the_roofline(system: str, dec_paths: fl
     wb = g.dtype.map({"bf16": 2.0, "fp8": 1.0, "fp4": 0.5})
     bound = np.maximum(2 * g.m * g.n * g.k / peak, (g.n * g.k * wb + g.m * (g.n + g.k) * 2) / float(hw.hbm_bytes_per_s))
     np.testing.assert_allclose(g.roofline_ms, bound * 1e3, rtol=1e-4)
+    # Prefill attention with the tile model (what a calibration switches on) keeps its own roofline too.
+    rows = _random_rows(np.random.default_rng(6), 200)
+    tiled = FT.predict(FT.apply_params(hw, {"ctx_tiles": 1.0}), rows[rows.op.str.startswith("context")])
+    assert (tiled.pred_ms >= tiled.roofline_ms * (1 - 1e-6)).all()
 
 
 @pytest.mark.parametrize("dec_paths", [0.0, 1.0])
@@ -354,7 +358,7 @@ def test_extreme_parameters_never_beat_the_roofline(extreme: float, dec_paths: f
     big = {name: extreme + (coord == "log1") for group in FT.GROUPS.values() for name, coord in group
            if coord != "logit"}
     hw = FT.apply_params(base, {**big, **{n: 1.0 for g in FT.GROUPS.values() for n, c in g if c == "logit"},
-                                "collective_regimes": 1.0, "moe_terms": 1.0, "dec_paths": dec_paths})
+                                "collective_regimes": 1.0, "moe_terms": 1.0, "dec_paths": dec_paths, "ctx_tiles": 1.0})
     pred = FT.predict(hw, _random_rows(np.random.default_rng(9), 100))
     assert (pred.pred_ms >= pred.roofline_ms * (1 - 1e-6)).all()
 

@@ -152,9 +152,39 @@ def ref_decode_attention(m, d, requests: float, context: float) -> tuple[float, 
     return flops + idx_f, kv + idx_b
 
 
+def ref_mean_limited(prefix: float, s: float, limit: float) -> float:
+    """(1/s)·Σ_{i=1..s} min(prefix + i, limit), by cases: below the limit throughout, at it throughout, or
+    crossing it (the terms up to the limit, then limit for the rest)."""
+    if prefix + s <= limit:
+        return prefix + (s + 1.0) / 2.0
+    if prefix >= limit:
+        return limit
+    return ((limit - prefix) * (limit + prefix + 1.0) / 2.0 + (prefix + s - limit) * limit) / s
+
+
+def ref_prefill_read(m, tokens: float, context: float, sequences: float) -> float:
+    """Mean KV positions a prefill token reads: per sequence of s new tokens after prefix = context − (s + 1)/2,
+    the exact mean under a sliding window / DSA top-k, applied as a correction to `context` and kept within
+    [0, min(context, limit)]."""
+    if tokens <= 0 or sequences <= 0:
+        return context
+    s = tokens / sequences
+    prefix = max(context - (s + 1.0) / 2.0, 0.0)
+    inf = math.inf
+    topk = m.index_topk if ref_dsa_on(m) else inf
+    window = m.sliding_window if m.sliding_window > 0 else inf
+
+    def read(limit: float) -> float:
+        naive = prefix + (s + 1.0) / 2.0
+        return min(max(context - (naive - ref_mean_limited(prefix, s, limit)), 0.0), context, limit)
+
+    f = m.sliding_layer_frac
+    return f * read(min(window, topk)) + (1.0 - f) * read(topk)
+
+
 def ref_prefill_attention(m, d, tokens: float, context: float, sequences: float,
                           absorbed: bool) -> tuple[float, float]:
-    n = ref_sparse_context(m, context)
+    n = ref_prefill_read(m, tokens, context, sequences)
     heads = m.n_heads / d.tp
     dqk, dv = ref_head_dims(m, latent=absorbed)
     flops = tokens * n * heads * (2.0 * dqk + 2.0 * dv)

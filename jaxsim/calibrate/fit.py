@@ -1,7 +1,8 @@
 """Fit the kernel-efficiency parameters of a `Hardware` to a measured kernel table.
 
 Predictions come from the same functions the step model prices one iteration with: `cost.flops` for
-FLOPs and bytes, `cost.kernels` / `step.routed_experts_s` for the kernel time, `cost.comm` for collectives.
+FLOPs and bytes, `cost.kernels` / `step.routed_experts_s` / `step.prefill_core_attention_s` for the kernel time,
+`cost.comm` for collectives.
 Each row of the table becomes one call of those functions (its shape as a broadcast array field of a
 stub `Model` / `Deployment`), so a fitted parameter means in serving what it meant in the fit.
 
@@ -28,10 +29,9 @@ from jax import Array
 
 from jaxsim.calibrate.tables import COLLECTIVES, FAMILY
 from jaxsim.cost import comm
-from jaxsim.cost import flops as F
 from jaxsim.cost import kernels as K
 from jaxsim.spec import BYTES_PER_DTYPE, Deployment, Efficiency, Hardware, Model
-from jaxsim.step import decode_attention_s, routed_experts_s
+from jaxsim.step import decode_attention_s, prefill_core_attention_s, routed_experts_s
 
 # Activations (GEMM inputs / outputs, MoE tokens) are BF16 in every measured table.
 ACT_BYTES = 2.0
@@ -52,9 +52,11 @@ GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
                                    "moe_fp4_row_bytes", "moe_row_inter_bytes", "moe_token_bytes", "moe_fp8_token_bytes",
                                    "moe_fp4_token_bytes", "moe_pair_cost_s",
                                    "moe_expert_latency_s", "moe_fp8_expert_latency_s", "moe_fp4_expert_latency_s"))),
-    "attention": (("attn_compute_frac", "logit"), ("attn_fp8_scale", "log"), ("attn_compute_half_context", "log"),
-                  ("attn_memory_frac", "logit"), ("attn_half_context", "log"), ("attn_latency_s", "log"),
-                  ("attn_latency_p", "log1")),
+    # Prefill attention as the tile model (`ctx_tiles` = 1, see SWITCHES). `attn_latency_p` stays here although
+    # only decode attention uses it now, so a calibration keeps fitting it from the decode tables.
+    "attention": (("attn_latency_p", "log1"),
+                  *((f, "logit" if f.endswith("_frac") else "log1" if f.endswith("_p") else "log")
+                    for f in Efficiency.__dataclass_fields__ if f.startswith("ctx_") and f != "ctx_tiles")),
     "decode_attention": tuple((f, "logit" if f.endswith("_frac") or f == "dec_item_head_dim_power" else
                                "log1" if f.endswith("_p") else "log")
                               for f in Efficiency.__dataclass_fields__ if f.startswith("dec_") and f != "dec_paths"),
@@ -63,7 +65,8 @@ GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 # Switches a group's fit turns on (not fitted; written into the calibration file with the fitted values).
 SWITCHES: dict[str, dict[str, float]] = {"collectives": {"collective_regimes": 1.0}, "moe": {"moe_terms": 1.0},
-                                         "decode_attention": {"dec_paths": 1.0}}
+                                         "decode_attention": {"dec_paths": 1.0},
+                                         "attention": {"ctx_tiles": 1.0}}
 GROUP_OF_OP = {"gemm": "gemm", "moe": "moe", "context_attention": "attention", "context_mla": "attention",
                "generation_attention": "decode_attention", "generation_mla": "decode_attention",
                **{c: "collectives" for c in COLLECTIVES}}
@@ -113,13 +116,14 @@ def _attention_model(op: str, c: Mapping[str, Array]) -> Model:
                        v_head_dim=c["head_dim"], sliding_window=window, sliding_layer_frac=(window > 0) * 1.0)
 
 
-def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True) -> Array:
+def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True, bound: bool = False) -> Array:
     """Predicted time (s) of every row of one op, through the step model's cost functions.
 
     The tables time each op alone (AIConfigurator's collectors replay it as a CUDA graph), so every fitted
     per-call latency is paid in full here: `serving_latency_frac` is set to 1 whatever `hw` holds. The GEMM
     tables time BF16 activations into FP8 / FP4 modules, so their activation-quantisation pass over m × k is
-    priced (`quant_pass=False` leaves it out: the GEMM kernel alone)."""
+    priced (`quant_pass=False` leaves it out: the GEMM kernel alone). `bound=True` gives prefill attention's
+    roofline bound (`step.prefill_core_attention_s`)."""
     hw = eqx.tree_at(lambda h: h.eff.serving_latency_frac, hw, jnp.ones_like(hw.eff.serving_latency_frac))
     op, c = rows.op, rows.cols
     if op == "gemm":
@@ -146,8 +150,7 @@ def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True) -> Array:
             return decode_attention_s(model, hw, d, c["batch"], c["prefix"] + c["seq_len"])[0]
         tokens = c["batch"] * c["seq_len"]
         context = c["prefix"] + 0.5 * (c["seq_len"] + 1.0)  # mean positions a causal prefill token attends
-        cost = F.prefill_attention(model, d, tokens, context, c["batch"], absorbed=False)
-        return K.attention_s(hw, cost.flops, cost.bytes, context, d.attn_compute_bytes)
+        return prefill_core_attention_s(model, hw, d, tokens, context, c["batch"], absorbed=False, bound=bound)[0]
     fn: Callable[..., Array] = {"all_reduce": comm.all_reduce_s, "all_gather": comm.all_gather_s,
                                 "reduce_scatter": comm.reduce_scatter_s, "all_to_all": comm.all_to_all_s}[op]
     return fn(hw, c["bytes"], c["gpus"])
@@ -155,7 +158,8 @@ def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True) -> Array:
 
 def roofline_op(hw: Hardware, rows: Rows) -> Array:
     """The roofline bound of every row (kernels: max(FLOPs / peak, bytes / HBM); collectives: bytes over the
-    nominal link without latency), from the same FLOP and byte counts as `predict_op`.
+    nominal link without latency), from the same FLOP and byte counts as `predict_op` (prefill attention under
+    the tile model: its exact causal FLOPs and compulsory bytes, `kernels.prefill_attention_roofline_s`).
 
     Decode attention takes its roofline from the `decode_attn_*` form (`dec_paths` = 0), whose ideal is the exact
     max; the `dec_*` terms are ideal as well (fractions and occupancy 1, latencies and per-item costs 0, no slow path)
@@ -163,16 +167,20 @@ def roofline_op(hw: Hardware, rows: Rows) -> Array:
     fields = Efficiency.__dataclass_fields__
     switches = {f for group in SWITCHES.values() for f in group}
     zero = ("_latency_s", "_overhead_s", "_half", "_bytes", "_cost_s")
-    ideal = eqx.tree_at(lambda h: h.eff, hw, Efficiency(
-        **{f: 1.0 for f in fields if f.endswith("_frac") or f.endswith("_scale")},
-        **{f: 0.0 for f in fields if f.endswith(zero) or "_half_" in f},
-        **{f: 1e3 for f in fields if f.endswith("_work_p")},  # overlapping compute and traffic: their max
-        **{f: getattr(hw.eff, f) for f in switches - {"dec_paths"}},
+    ideal = eqx.tree_at(lambda h: h.eff, hw, Efficiency(**(
+        {f: 1.0 for f in fields if f.endswith("_frac") or f.endswith("_scale")}
+        | {f: 0.0 for f in fields if f.endswith(zero) or "_half_" in f}
+        | {f: 1e3 for f in fields if f.endswith("_work_p")}  # overlapping compute and traffic: their max
+        | {f: getattr(hw.eff, f) for f in switches}
         # decode attention: the bound of the old form at its ideal (the new form's p-norm sits above it)
-        **{"dec_paths": 0.0, "dec_fp8_heavy_slowdown": 0.0}))
+        | dict(dec_paths=0.0, dec_fp8_heavy_slowdown=0.0)
+        | dict(ctx_softmax_s=0.0, ctx_kv_step_s=0.0, ctx_tail_frac=0.0, ctx_diag_tiles=0.0, ctx_window_extra=0.0,
+               ctx_sched_p=1e3))))
     if rows.op in COLLECTIVES:
         ideal = eqx.tree_at(lambda h: (h.scale_up_latency_s, h.scale_out_latency_s), ideal, (0.0, 0.0))
-    return predict_op(ideal, rows, quant_pass=False)
+    # Prefill attention's tile model stays above its roofline even with ideal parameters (its tile padding, waves
+    # and pre-pass are work, not efficiencies), so its rows take the bound directly.
+    return predict_op(ideal, rows, quant_pass=False, bound=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -195,6 +195,130 @@ def attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, context: Arra
     return overlap_latency(work, serving_latency_s(hw, e.attn_latency_s), e.attn_latency_p)
 
 
+# Prefill attention tiles: one CTA computes one 128-row query tile of one head, stepping over 128-key KV tiles.
+PREFILL_TILE = 128.0
+_SHORT_KEYS = 16.0  # a one-tile sequence computes its keys rounded up to this many
+_NO_WINDOW = 1e9  # tiles: a band wider than any sequence
+
+
+class PrefillShape(NamedTuple):
+    """Geometry of one prefill-attention call (all per GPU; see `prefill_attention_s`)."""
+
+    on: Array  # 1 where there is work (sequences > 0 and new tokens > 0)
+    seqs: Array  # sequences (1 where off)
+    new: Array  # new tokens per sequence (1 where off)
+    prefix: Array  # cached / earlier-chunk positions before them, ≥ 0
+    window: Array  # KV positions per query, 0 = no limit
+    flops: Array  # exact causal FLOPs: 2 (d_qk + d_v) per score, Σ_i min(prefix + i, window) scores
+    min_bytes: Array  # compulsory HBM bytes: Q and K/V read once, O written once
+
+
+def _prefill_shape(sequences: ArrayLike, new_tokens: ArrayLike, prefix: ArrayLike, heads: ArrayLike,
+                   kv_heads: ArrayLike, qk_dim: ArrayLike, v_dim: ArrayLike, window: ArrayLike,
+                   compute_bytes: ArrayLike, kv_bytes: ArrayLike) -> PrefillShape:
+    on = (jnp.asarray(sequences) > 0) & (jnp.asarray(new_tokens) > 0)
+    seqs = jnp.where(on, sequences, 1.0)  # double-where: finite values and gradients with no work
+    new = jnp.where(on, new_tokens, 1.0)
+    prefix = jnp.maximum(jnp.asarray(prefix), 0.0)
+    window = jnp.maximum(jnp.asarray(window), 0.0)
+    limit = jnp.where(window > 0, window, _NO_WINDOW * PREFILL_TILE)
+    # Σ_{i=1..s} min(prefix + i, limit) = s·(prefix + (s + 1)/2) − the positions the window cuts off.
+    k = jnp.clip(prefix + new - limit, 0.0, new)
+    cut = k * jnp.maximum(prefix - limit, 0.0) + 0.5 * k * (k + 1.0)
+    scores = new * (prefix + 0.5 * (new + 1.0)) - cut
+    flops = 2.0 * seqs * heads * (qk_dim + v_dim) * scores
+    kv_positions = new + jnp.minimum(prefix, limit)
+    min_bytes = seqs * (new * heads * (qk_dim * compute_bytes + v_dim * _ACT_BYTES)
+                        + kv_positions * kv_heads * (qk_dim + v_dim) * kv_bytes)
+    return PrefillShape(on, seqs, new, prefix, window, flops, min_bytes)
+
+
+def prefill_attention_roofline_s(hw: Hardware, sequences: ArrayLike, new_tokens: ArrayLike, prefix: ArrayLike,
+                                 heads: ArrayLike, kv_heads: ArrayLike, qk_dim: ArrayLike, v_dim: ArrayLike,
+                                 window: ArrayLike, compute_bytes: ArrayLike, kv_bytes: ArrayLike,
+                                 mode: Mode = HARD) -> Array:
+    """The roofline bound of `prefill_attention_s` (same arguments): max(exact causal FLOPs / peak of the compute
+    precision, compulsory bytes / HBM bandwidth); 0 without work."""
+    g = _prefill_shape(sequences, new_tokens, prefix, heads, kv_heads, qk_dim, v_dim, window, compute_bytes,
+                       kv_bytes)
+    bound = roofline_s(g.flops, g.min_bytes, peak_flop_per_s(hw, compute_bytes), hw.hbm_bytes_per_s, mode)
+    return jnp.where(g.on, bound, 0.0)
+
+
+def prefill_attention_s(hw: Hardware, sequences: ArrayLike, new_tokens: ArrayLike, prefix: ArrayLike,
+                        heads: ArrayLike, kv_heads: ArrayLike, qk_dim: ArrayLike, v_dim: ArrayLike,
+                        window: ArrayLike, compute_bytes: ArrayLike, kv_bytes: ArrayLike, mla: bool = False,
+                        mode: Mode = HARD) -> Array:
+    """Causal prefill (context) attention, FlashAttention-style: query tiles, KV tiles, waves over the SMs.
+
+    One CTA owns one 128-row query tile of one head and steps over 128-key KV tiles: those of the prefix and the
+    causal triangle (the diagonal tile in full), or a band of (window + `ctx_window_extra`)/128 + 1 tiles. One KV
+    tile costs its tensor-core time and its softmax time in a p-norm (`ctx_overlap_p`), plus a fixed step cost;
+    a CTA adds a fixed cost and the masked diagonal's extra work. The CTAs of all sequences and heads spread over
+    `hw.sm_count` SMs (balanced waves + a last-wave tail) and the heaviest CTA bounds the call (`ctx_sched_p`);
+    the compulsory bytes at `ctx_memory_frac` of HBM are a floor; a memory-bound pre-pass (RoPE, KV-cache write)
+    and a per-call latency (`serving_latency_frac` of it in serving) add. Form and fit:
+    experiments/validation/kernels/proto/context_attention.md. Never below `prefill_attention_roofline_s`: the
+    tiles cover every score, fractions are ≤ 1 and every other term is ≥ 0.
+
+    Args (per GPU; counts are floats and may be fractional, e.g. a micro-batch's share):
+        sequences: prompts in the call; new_tokens: new tokens per prompt (s); prefix: KV positions before them
+            (cached prefix, earlier chunks); 0 sequences or tokens cost 0.
+        heads, kv_heads: query and KV heads on this GPU; qk_dim, v_dim: head dims of the scores and the values.
+        window: KV positions each query may attend (sliding window or DSA top-k), 0 = all.
+        compute_bytes: bytes per element of the attention math (2 BF16, 1 FP8); kv_bytes: of the KV cache.
+        mla: MLA's kernel (`ctx_mla_*` parameters, native head dims) instead of GQA's (dims padded to powers of 2).
+        mode: HARD or SMOOTH (smooth tile counts, smooth max of the compute and memory times).
+    """
+    e = hw.eff
+    tile = PREFILL_TILE
+    g = _prefill_shape(sequences, new_tokens, prefix, heads, kv_heads, qk_dim, v_dim, window, compute_bytes,
+                       kv_bytes)
+    sms = jnp.maximum(hw.sm_count, 1.0)
+    # Tiles (inputs only). q: query tiles per (sequence, head); p: KV tiles of the prefix; band: KV tiles a query
+    # tile may visit. Query tile j (1..q) visits min(p + j, band) KV tiles: u of them before the band saturates.
+    q = smooth.ceil(g.new / tile, mode)
+    p = smooth.ceil(g.prefix / tile, mode)
+    band = jnp.where(g.window > 0, (g.window + jnp.maximum(e.ctx_window_extra, 0.0)) / tile + 1.0, _NO_WINDOW)
+    u = jnp.clip(band - p, 0.0, q)
+    tiles = u * p + 0.5 * u * (u + 1.0) + (q - u) * band
+    longest = jnp.minimum(p + q, band)
+    # A one-tile sequence computes its keys rounded up to 16 in its diagonal tile: a fraction `diag` of a tile.
+    diag = jnp.where(q > 1.0, 1.0, jnp.clip(smooth.ceil(g.new / _SHORT_KEYS, mode) * _SHORT_KEYS / tile, 0.0, 1.0))
+    tiles = tiles - (1.0 - diag)
+    longest = longest - (1.0 - diag)
+    if mla:
+        dims = qk_dim + v_dim
+        low_kv = jnp.asarray(kv_bytes) < 2.0
+        cf = jnp.where(low_kv, e.ctx_mla_kv8_compute_frac, e.ctx_mla_compute_frac)
+        cta_s = jnp.where(low_kv, e.ctx_mla_kv8_cta_latency_s, e.ctx_mla_cta_latency_s)
+        call_s = e.ctx_mla_latency_s
+    else:
+        pow2 = lambda d: 2.0 ** jnp.ceil(jnp.log2(jnp.maximum(d, 1.0)))  # noqa: E731
+        dims = pow2(qk_dim) + pow2(v_dim)
+        cf = jnp.where(jnp.asarray(compute_bytes) < 2.0, e.ctx_fp8_compute_frac,
+                       jnp.where(jnp.asarray(kv_bytes) < 2.0, e.ctx_kv8_compute_frac, e.ctx_compute_frac))
+        cta_s = e.ctx_cta_latency_s
+        call_s = e.ctx_latency_s
+    peak = peak_flop_per_s(hw, compute_bytes)
+    # One KV tile of one CTA, in SM-seconds (an SM is 1/sms of the GPU): tensor cores ⊕ softmax, + a step cost.
+    mma = tile * tile * 2.0 * dims / (peak * jnp.clip(cf, _MIN_EFF, 1.0)) * sms
+    softmax = tile * tile * jnp.maximum(e.ctx_softmax_s, 0.0) * sms
+    t_tile = overlap_latency(mma, softmax, e.ctx_overlap_p) + jnp.maximum(e.ctx_kv_step_s, 0.0) * dims / 256.0
+    t_cta = jnp.maximum(cta_s, 0.0) + jnp.maximum(e.ctx_diag_tiles, 0.0) * diag * t_tile
+    per_head = tiles * t_tile + q * t_cta  # SM-seconds of one (sequence, head)
+    balanced = g.seqs * heads * per_head / sms + jnp.clip(e.ctx_tail_frac, 0.0, 1.0) * per_head / q
+    critical = longest * t_tile + t_cta  # the heaviest CTA: a full row of KV tiles
+    t_attn = overlap_latency(balanced, critical, e.ctx_sched_p)
+    t_mem = g.min_bytes / (hw.hbm_bytes_per_s * jnp.clip(e.ctx_memory_frac, _MIN_EFF, 1.0))
+    work = smooth.maximum(t_attn, t_mem, mode)
+    # Pre-pass over the new tokens: Q read and written (RoPE), K/V read and written to the cache at its precision.
+    pre_bytes = g.seqs * g.new * (heads * qk_dim * 2.0 * _ACT_BYTES
+                                  + kv_heads * (qk_dim + v_dim) * (_ACT_BYTES + kv_bytes))
+    pre = memory_pass_s(hw, pre_bytes, e.ctx_pre_memory_frac)
+    return jnp.where(g.on, work + pre + serving_latency_s(hw, call_s), 0.0)
+
+
 def decode_attention_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, context: ArrayLike,
                        compute_bytes: ArrayLike, mode: Mode = HARD) -> Array:
     """Core attention of decode (one or a few queries per request reading its KV cache) with the `decode_attn_*`
@@ -315,4 +439,9 @@ def decode_paths_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, shape: Dec
 
 def memory_bound_s(hw: Hardware, bytes_: ArrayLike) -> Array:
     """Elementwise / normalisation kernels: bytes at the GEMM memory efficiency."""
-    return bytes_ / (hw.hbm_bytes_per_s * jnp.clip(hw.eff.gemm_memory_frac, _MIN_EFF, 1.0))
+    return memory_pass_s(hw, bytes_, hw.eff.gemm_memory_frac)
+
+
+def memory_pass_s(hw: Hardware, bytes_: ArrayLike, memory_frac: ArrayLike) -> Array:
+    """A memory-bound pass over `bytes_` at `memory_frac` (clipped into (0, 1]) of the HBM bandwidth."""
+    return bytes_ / (hw.hbm_bytes_per_s * jnp.clip(memory_frac, _MIN_EFF, 1.0))
