@@ -229,7 +229,11 @@ def model_from_hf_config(config: str | Path | Mapping[str, Any], name: str | Non
 # --------------------------------------------------------------------------------------------------
 
 EFFICIENCY_FIELDS = tuple(Efficiency.__dataclass_fields__)
-_US = tuple(f for f in EFFICIENCY_FIELDS if f.endswith("_overhead_s") or f.endswith("_latency_s"))
+# Times (every field ending in `_s`: latencies, overheads, per-score and per-tile costs) are written in µs as `_us`.
+_US = tuple(f for f in EFFICIENCY_FIELDS if f.endswith("_s"))
+# SMs of a hardware file whose [compute] table does not set `sm_count`: the H100 / H200 SXM's (NVIDIA H100
+# Tensor Core GPU Architecture whitepaper: 132 SMs on the SXM5 part). Only the tiled prefill-attention model uses it.
+DEFAULT_SM_COUNT = 132.0
 # Decode attention takes the attention parameters of a hardware file that does not set its own.
 _DECODE_FROM = {"decode_attn_compute_frac": "attn_compute_frac", "decode_attn_memory_frac": "attn_memory_frac",
                 "decode_attn_half_context": "attn_half_context", "decode_attn_latency_s": "attn_latency_s"}
@@ -240,14 +244,14 @@ def _efficiency(table: Mapping[str, Any], where: str, base: Efficiency | None = 
     for key, raw in table.items():
         if key in ("provisional", "source", "fitted"):
             continue
-        field = key.replace("_us", "_s") if key.endswith("_us") else key
+        field = key[:-3] + "_s" if key.endswith("_us") else key
         if field not in EFFICIENCY_FIELDS:
-            known = [f.replace("_s", "_us") if f in _US else f for f in EFFICIENCY_FIELDS]
+            known = [f[:-2] + "_us" if f in _US else f for f in EFFICIENCY_FIELDS]
             raise SpecError(f"{where}: unknown efficiency field {key!r}; known: {', '.join(known)}")
         value = _number(raw, where, key) * (1e-6 if field in _US else 1.0)
         if field.endswith("_frac") and not 0 < value <= 1:
             raise SpecError(f"{where}: efficiency {key!r} must be within (0, 1], got {value:g}")
-        if (field.endswith("_scale") and value <= 0) or (field.endswith("_latency_p") and value < 1):
+        if (field.endswith("_scale") and value <= 0) or (field.endswith("_p") and value < 1):
             raise SpecError(f"{where}: efficiency {key!r} must be {'> 0' if field.endswith('_scale') else '≥ 1'}, "
                             f"got {value:g}")
         values[field] = value
@@ -281,7 +285,9 @@ def _apply_calibration(calib: Path, eff: Efficiency, link: dict[str, float]) -> 
 def load_hardware(name: str, framework: str | None = None, calibrated: bool = True) -> Hardware:
     """A GPU system by preset name or alias (`h200-sxm`, `h200_sxm`) or a spec .toml path.
 
-    A fitted calibration overrides the file's provisional efficiencies (and the scale-up latency):
+    `[compute] sm_count` (streaming multiprocessors) is optional: files without it get `DEFAULT_SM_COUNT` (132,
+    the H100 / H200 SXM's); set it for other GPUs, since the tiled prefill-attention model spreads its tiles over
+    them. A fitted calibration overrides the file's provisional efficiencies (and the scale-up latency):
     `specs/calibration/<name>-<framework>.toml` when `framework` is given and that file exists, else
     `specs/calibration/<name>.toml`. `calibrated=False` gives the hardware file's own values.
     """
@@ -303,6 +309,10 @@ def load_hardware(name: str, framework: str | None = None, calibrated: bool = Tr
     bf16 = need(comp, "bf16_tflop_per_s", "compute") * 1e12
     fp8 = _number(comp.get("fp8_tflop_per_s", bf16 / 1e12), where, "compute.fp8_tflop_per_s") * 1e12
     fp4 = _number(comp.get("fp4_tflop_per_s", fp8 / 1e12), where, "compute.fp4_tflop_per_s") * 1e12
+    sm_count = _number(comp.get("sm_count", DEFAULT_SM_COUNT), where, "compute.sm_count")
+    if sm_count < 1:
+        raise SpecError(f"{where}: field compute.sm_count must be ≥ 1 (streaming multiprocessors per GPU), "
+                        f"got {sm_count:g}")
     eff = _efficiency(data.get("efficiency", {}), where)
     stem = str(data.get("name", file.stem))
     link: dict[str, float] = {}
@@ -322,6 +332,7 @@ def load_hardware(name: str, framework: str | None = None, calibrated: bool = Tr
         scale_out_bytes_per_s=need(out, "gbit_per_s", "scale_out") * 1e9 / 8.0,
         scale_out_latency_s=need(out, "latency_us", "scale_out") * 1e-6,
         tdp_watts=need(power, "tdp_watts", "power"),
+        sm_count=sm_count,
         eff=eff,
     )
 

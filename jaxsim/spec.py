@@ -196,6 +196,8 @@ class Hardware(eqx.Module):
 
     Bandwidths are per GPU and per direction. A dtype without a native tensor-core path carries the
     rate of the next wider one (FP4 weights on H100 run at the FP8 rate after dequantisation).
+    `sm_count` (streaming multiprocessors) sets how many attention tiles run at once in the prefill-attention
+    model; it defaults to the H100 / H200 SXM's 132.
     """
 
     name: str = eqx.field(static=True)
@@ -210,6 +212,7 @@ class Hardware(eqx.Module):
     scale_out_bytes_per_s: Array = _num()
     scale_out_latency_s: Array = _num()
     tdp_watts: Array = _num()
+    sm_count: Array = _num(132.0)
     eff: Efficiency = eqx.field(default_factory=Efficiency)
 
 
