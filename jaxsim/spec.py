@@ -130,6 +130,15 @@ class Efficiency(eqx.Module):
     `kernels.prefill_attention_s` (`ctx_*` fields: compute fractions per precision, softmax cost per score and its
     overlap with the tensor cores, per-CTA and per-KV-tile costs, scheduling exponent and last-wave tail, memory
     fractions, per-call latencies); 0 keeps `kernels.attention_s` with the `attn_*` fields.
+
+    `gemm_tiles` = 1 (set by calibration) prices GEMMs with the tile / wave model of `kernels.tiled_gemm_s`: whole
+    CTA tiles per precision spread in waves over `Hardware.sm_count` SMs (`gemm_wave_frac`: 0 perfectly balanced,
+    1 whole waves), split-K for BF16 (`gemm_split_k_min`: smallest K slice), a per-tile K prologue (`gemm_*k_prologue`,
+    in K elements), an FP8 misaligned-M penalty (`gemm_fp8_misalign_*`, empirical, Hopper), compute at
+    `gemm_*tile_compute_frac` of the precision's peak, traffic at a size-dependent fraction of HBM
+    (`gemm_*tile_memory_frac` for large transfers, `gemm_small_memory_frac` below about `gemm_memory_size_bytes`),
+    the two overlapping as a p-norm (`gemm_tile_work_p`), the activation-quantisation pass at
+    `gemm_quant_memory_frac` and a per-call latency per precision (`gemm_*tile_latency_s`); 0 keeps the M-ramp form.
     """
 
     gemm_compute_frac: Array = _num(0.7)
@@ -268,6 +277,29 @@ class Efficiency(eqx.Module):
     ctx_mla_cta_latency_s: Array = _num(1.66e-6)  # MLA: fixed cost of one CTA, SM-seconds, BF16 KV
     ctx_mla_kv8_cta_latency_s: Array = _num(3.26e-6)  # MLA: same, FP8 KV
     ctx_mla_latency_s: Array = _num(13.7e-6)  # MLA: per-call latency
+    # Tiled GEMMs (`kernels.tiled_gemm_s`; used when `gemm_tiles` = 1). Defaults: the H200 fit of
+    # experiments/validation/kernels/proto/gemm.md; the FP4 ones (unused on Hopper) are B200's.
+    gemm_tiles: Array = _num(0.0)
+    gemm_tile_compute_frac: Array = _num(0.812)  # of the BF16 peak inside a tile
+    gemm_fp8_tile_compute_frac: Array = _num(0.683)  # of the FP8 peak
+    gemm_fp4_tile_compute_frac: Array = _num(0.444)  # of the FP4 peak
+    gemm_k_prologue: Array = _num(134.0)  # per-tile pipeline fill / epilogue, in K elements, BF16
+    gemm_fp8_k_prologue: Array = _num(603.0)
+    gemm_fp4_k_prologue: Array = _num(152.0)
+    gemm_tile_memory_frac: Array = _num(0.843)  # HBM fraction of large transfers, BF16
+    gemm_fp8_tile_memory_frac: Array = _num(0.986)
+    gemm_fp4_tile_memory_frac: Array = _num(0.627)
+    gemm_small_memory_frac: Array = _num(0.711)  # HBM fraction of transfers well below gemm_memory_size_bytes
+    gemm_memory_size_bytes: Array = _num(142e6)  # transfer size over which the fraction moves small -> large
+    gemm_tile_work_p: Array = _num(3.65)  # p-norm of compute and traffic time (1 = serial)
+    gemm_quant_memory_frac: Array = _num(0.352)  # HBM fraction of the FP8 / FP4 activation-quantisation pass
+    gemm_tile_latency_s: Array = _num(2.66e-6)  # per-call latency, BF16
+    gemm_fp8_tile_latency_s: Array = _num(3.37e-6)  # FP8, incl. the quantisation kernel's
+    gemm_fp4_tile_latency_s: Array = _num(6.71e-6)  # FP4, incl. the quantisation kernel's
+    gemm_split_k_min: Array = _num(4000.0)  # BF16 split-K: smallest K slice per split
+    gemm_wave_frac: Array = _num(0.323)  # weight of whole waves against perfectly balanced ones
+    gemm_fp8_misalign_amp: Array = _num(1.86)  # FP8 compute penalty when M is not a power of two (M > 64)
+    gemm_fp8_misalign_rows: Array = _num(643.0)  # ... decaying over this many rows
 
 
 class Hardware(eqx.Module):

@@ -179,7 +179,8 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: 
     main = F.OpCost(2.0 * tokens * main_w, main_w * wb + tokens * 3.0 * m.hidden * ab)
     # Inputs the projections quantise: hidden (Q / KV down or QKV), the Q latent (MLA), the heads' outputs (O).
     main_inner = m.hidden + m.q_lora_rank + m.n_heads / d.tp * m.v_head_dim
-    gemm_t = K.gemm_s(hw, main.flops, main.bytes, tokens, wb, mode, inner=main_inner)
+    gemm_t = K.gemm_s(hw, main.flops, main.bytes, tokens, wb, mode, inner=main_inner,
+                      shapes=F.attention_gemm_shapes(m, d.tp))
     flops = main.flops
 
     core_t, dec_op = decode_attention_s(m, hw, d, dec, b.decode_context, b.decode_context_spread, mode)
@@ -188,7 +189,8 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: 
     if m.attention == "mla":
         # Absorbed decode: kv_b on the query tokens.
         up_dec = F.OpCost(2.0 * q_dec * kv_b_w, kv_b_w * wb)
-        gemm_t = gemm_t + K.gemm_s(hw, up_dec.flops, up_dec.bytes, q_dec, wb, mode)
+        kv_b = (F.kv_b_gemm_shape(m, d.tp),)
+        gemm_t = gemm_t + K.gemm_s(hw, up_dec.flops, up_dec.bytes, q_dec, wb, mode, shapes=kv_b)
         flops = flops + up_dec.flops
         # Prefill takes the cheaper of expanding the latent of every context position it reads, or
         # attending in the latent space (what kernels choose for long cached prefixes).
@@ -197,7 +199,7 @@ def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: 
         for absorbed, up_rows in ((False, positions), (True, pre)):
             att_t, att_flops = prefill_core_attention_s(m, hw, d, pre, pre_ctx, seqs, absorbed, mode)
             up = F.OpCost(2.0 * up_rows * kv_b_w, kv_b_w * wb + up_rows * m.kv_lora_rank * ab)
-            t = att_t + K.gemm_s(hw, up.flops, up.bytes, up_rows, wb, mode, inner=m.kv_lora_rank)
+            t = att_t + K.gemm_s(hw, up.flops, up.bytes, up_rows, wb, mode, inner=m.kv_lora_rank, shapes=kv_b)
             outs.append((t, att_flops + up.flops))
         (t_exp, f_exp), (t_abs, f_abs) = outs
         core_t = core_t + smooth.minimum(t_exp, t_abs, mode)
@@ -247,10 +249,13 @@ def attention_side(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mo
         attention_s=attn_t,
         attn_gemm_s=attn_gemm_t,
         dense_ffn_s=K.gemm_s(hw, dense.flops, dense.bytes, tokens, wb, mode,
-                             inner=m.hidden + m.dense_intermediate / d.tp),
+                             inner=m.hidden + m.dense_intermediate / d.tp,
+                             shapes=F.ffn_gemm_shapes(m, d, m.dense_intermediate)),
         moe_gemm_s=(K.gemm_s(hw, shared.flops, shared.bytes, tokens, wb, mode,
-                             inner=m.hidden + m.n_shared_experts * m.shared_intermediate / d.tp)
-                    + K.gemm_s(hw, gate.flops, gate.bytes, tokens, ab, mode)),
+                             inner=m.hidden + m.n_shared_experts * m.shared_intermediate / d.tp,
+                             shapes=F.ffn_gemm_shapes(m, d, m.n_shared_experts * m.shared_intermediate))
+                    + K.gemm_s(hw, gate.flops, gate.bytes, tokens, ab, mode,
+                               shapes=((m.n_routed_experts, m.hidden),))),
         routed_s=zero,
         dispatch_s=zero,
         combine_s=zero,
@@ -330,7 +335,7 @@ def step_cost(m: Model, hw: Hardware, d: Deployment, batch: StepBatch, mode: Mod
 
     head_rows = mb.decode_requests * (1.0 + 2.0 * d.nextn) + mb.prefill_sequences
     head = F.lm_head(m, d, head_rows)
-    head_t = split * K.gemm_s(hw, head.flops, head.bytes, head_rows, ab, mode)
+    head_t = split * K.gemm_s(hw, head.flops, head.bytes, head_rows, ab, mode, shapes=F.lm_head_gemm_shape(m, d))
     pp_hop = comm.p2p_s(hw, split * tokens * m.hidden * ab, d.gpus <= hw.scale_up_gpus)
     pp_t = (d.pp - 1.0) * pp_hop
 

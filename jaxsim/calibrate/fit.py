@@ -38,12 +38,15 @@ ACT_BYTES = 2.0
 # DeepSeek-V3's MLA dimensions: the shape AIConfigurator's MLA tables measure.
 MLA_DIMS = dict(kv_lora_rank=512.0, qk_rope_dim=64.0, qk_nope_dim=128.0, v_head_dim=128.0, head_dim=192.0)
 
+# The M-ramp GEMM form's fields (`gemm_tiles` = 0), not fitted any more; `gemm_tiles` is a switch.
+_RAMP_GEMM = ("gemm_tiles", "gemm_compute_frac", "gemm_half_rows", "gemm_memory_frac", "gemm_fp8_scale",
+              "gemm_fp4_scale", "gemm_latency_s", "gemm_quant_latency_s", "gemm_latency_p")
 # Fitted parameters per parameter group: (name, coordinate). Names are `Efficiency` fields, or
 # `Hardware` fields for the link latency. Coordinates: "logit" (a fraction), "log" (> 0), "log1" (≥ 1: log(p − 1)).
 GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
-    "gemm": (("gemm_compute_frac", "logit"), ("gemm_fp8_scale", "log"), ("gemm_fp4_scale", "log"),
-             ("gemm_half_rows", "log"), ("gemm_memory_frac", "logit"), ("gemm_latency_s", "log"),
-             ("gemm_quant_latency_s", "log"), ("gemm_latency_p", "log1")),
+    # The tiled form (`kernels.tiled_gemm_s`, switched on below); `gemm_memory_frac` follows (`derived_values`).
+    "gemm": tuple((f, "logit" if f.endswith("_frac") else "log1" if f.endswith("_p") else "log")
+                  for f in Efficiency.__dataclass_fields__ if f.startswith("gemm_") and f not in _RAMP_GEMM),
     "moe": (("moe_compute_frac", "logit"), ("moe_fp8_scale", "log"), ("moe_fp4_scale", "log"),
             ("moe_half_tokens", "log"), ("moe_memory_frac", "logit"), ("moe_latency_s", "log"),
             ("moe_latency_p", "log1"), ("moe_work_p", "log1"),
@@ -66,13 +69,14 @@ GROUPS: dict[str, tuple[tuple[str, str], ...]] = {
 # Switches a group's fit turns on (not fitted; written into the calibration file with the fitted values).
 SWITCHES: dict[str, dict[str, float]] = {"collectives": {"collective_regimes": 1.0}, "moe": {"moe_terms": 1.0},
                                          "decode_attention": {"dec_paths": 1.0},
-                                         "attention": {"ctx_tiles": 1.0}}
+                                         "attention": {"ctx_tiles": 1.0},
+                                         "gemm": {"gemm_tiles": 1.0}}
 GROUP_OF_OP = {"gemm": "gemm", "moe": "moe", "context_attention": "attention", "context_mla": "attention",
                "generation_attention": "decode_attention", "generation_mla": "decode_attention",
                **{c: "collectives" for c in COLLECTIVES}}
 HARDWARE_PARAMS = ("scale_up_latency_s",)
 # Starting values for parameters whose default switches their term off (0 latency, 0 half-size).
-_START = {"gemm_latency_s": 4e-6, "gemm_quant_latency_s": 2e-6, "moe_latency_s": 20e-6, "moe_quant_latency_s": 5e-6,
+_START = {"moe_latency_s": 20e-6, "moe_quant_latency_s": 5e-6,
           "attn_latency_s": 8e-6, "decode_attn_latency_s": 8e-6, "attn_compute_half_context": 64.0,
           "collective_latency_s": 2e-6}
 _EPS = 1e-9
@@ -130,7 +134,7 @@ def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True, bound: bool = 
         m, n, k, wb = c["m"], c["n"], c["k"], c["dtype_bytes"]
         flops = 2.0 * m * n * k
         bytes_ = n * k * wb + m * (k + n) * ACT_BYTES
-        return K.gemm_s(hw, flops, bytes_, m, wb, inner=k if quant_pass else 0.0)
+        return K.gemm_s(hw, flops, bytes_, m, wb, inner=k if quant_pass else 0.0, shapes=((n, k),))
     if op == "moe":
         model = _stub_model("gqa", hidden=c["hidden"], n_routed_experts=c["experts"], top_k=c["topk"],
                             moe_intermediate=c["inter"])
@@ -165,7 +169,9 @@ def roofline_op(hw: Hardware, rows: Rows) -> Array:
     max; the `dec_*` terms are ideal as well (fractions and occupancy 1, latencies and per-item costs 0, no slow path)
     but their p-norm would sit above the max."""
     fields = Efficiency.__dataclass_fields__
-    switches = {f for group in SWITCHES.values() for f in group}
+    # Tiles and waves are the kernel's quantisation of the work, not part of the bound: the ideal GEMM is the
+    # ramp form at full efficiency (= max(FLOPs / peak, bytes / HBM)).
+    switches = {f for group in SWITCHES.values() for f in group} - {"gemm_tiles"}
     zero = ("_latency_s", "_overhead_s", "_half", "_bytes", "_cost_s")
     ideal = eqx.tree_at(lambda h: h.eff, hw, Efficiency(**(
         {f: 1.0 for f in fields if f.endswith("_frac") or f.endswith("_scale")}
@@ -336,10 +342,14 @@ def derived_values(values: Mapping[str, float]) -> dict[str, float]:
 
     `scale_up_frac` (point-to-point transfers: P/D KV cache, PP activations, the AFD exchange) is the bulk
     ring protocol's fraction of the link at two GPUs, `coll_simple_frac / (1 + coll_peer_half)`, when the
-    collectives were fitted."""
-    if "coll_simple_frac" not in values or "coll_peer_half" not in values:
-        return {}
-    return {"scale_up_frac": values["coll_simple_frac"] / (1.0 + max(values["coll_peer_half"], 0.0))}
+    collectives were fitted. `gemm_memory_frac` (the HBM fraction of elementwise kernels, `kernels.memory_bound_s`)
+    is the tiled GEMMs' fraction for large BF16 transfers, `gemm_tile_memory_frac`, when the GEMMs were fitted."""
+    out = {}
+    if "coll_simple_frac" in values and "coll_peer_half" in values:
+        out["scale_up_frac"] = values["coll_simple_frac"] / (1.0 + max(values["coll_peer_half"], 0.0))
+    if "gemm_tile_memory_frac" in values:
+        out["gemm_memory_frac"] = values["gemm_tile_memory_frac"]
+    return out
 
 
 def predict(hw: Hardware, df: pd.DataFrame) -> pd.DataFrame:

@@ -76,6 +76,37 @@ def attention_weights_gpu(m: Model, tp: ArrayLike) -> tuple[Array, Array]:
     return q_o + kv + idx, jnp.zeros_like(q_o)
 
 
+def attention_gemm_shapes(m: Model, tp: ArrayLike) -> tuple[tuple[Array, Array], ...]:
+    """(N, K) of the GEMMs that apply `attention_weights_gpu`'s first part on one of `tp` ranks; their N·K add up
+    to it. GQA: fused QKV (K = hidden), O. MLA: the fused down-projections with the indexer's key and head-weight
+    projections (K = hidden; also Q's when there is no Q latent), the Q up-projection with the indexer's (K = the Q
+    latent; N = 0 without it), O. A GQA model's indexer weights (if any) are left to the shares of `kernels.gemm_s`.
+    """
+    heads = m.n_heads / tp
+    if m.attention == "mla":
+        on = jnp.where(m.index_topk > 0, 1.0, 0.0)
+        q = heads * (m.qk_nope_dim + m.qk_rope_dim) + on * m.index_n_heads * m.index_head_dim
+        latent = m.q_lora_rank > 0
+        down = (jnp.where(latent, m.q_lora_rank, q) + m.kv_lora_rank + m.qk_rope_dim
+                + on * (m.index_head_dim + m.index_n_heads))
+        return ((down, m.hidden), (jnp.where(latent, q, 0.0), m.q_lora_rank), (m.hidden, heads * m.v_head_dim))
+    kv_heads = jnp.maximum(m.n_kv_heads / tp, 1.0)
+    qkv = heads * m.head_dim + kv_heads * (m.head_dim + m.v_head_dim)
+    return ((qkv, m.hidden), (m.hidden, heads * m.v_head_dim))
+
+
+def kv_b_gemm_shape(m: Model, tp: ArrayLike) -> tuple[Array, Array]:
+    """(N, K) of MLA's kv_b on one of `tp` ranks (latent → per-head K_nope and V). Absorbed decode runs it as
+    per-head batched GEMMs on the query side; it is priced as this one GEMM of the same weights."""
+    return m.n_heads / tp * (m.qk_nope_dim + m.v_head_dim), m.kv_lora_rank
+
+
+def ffn_gemm_shapes(m: Model, d: Deployment, intermediate: ArrayLike) -> tuple[tuple[Array, Array], ...]:
+    """(N, K) of a TP-sharded gated FFN's GEMMs: fused gate / up (K = hidden), down."""
+    inter = jnp.asarray(intermediate) / d.tp
+    return ((2.0 * inter, m.hidden), (m.hidden, inter))
+
+
 def attention_params(m: Model) -> Array:
     """Attention weights of one layer (projections, incl. the DSA indexer)."""
     main, kv_b = attention_weights_gpu(m, 1.0)
@@ -371,6 +402,11 @@ def lm_head(m: Model, d: Deployment, rows: ArrayLike) -> OpCost:
     """Logits for `rows` positions (decode tokens and each prompt's last), vocab split over TP."""
     return _gemm(rows, m.hidden * m.vocab / d.tp, m.hidden, m.vocab / d.tp, d.activation_bytes,
                  d.activation_bytes)
+
+
+def lm_head_gemm_shape(m: Model, d: Deployment) -> tuple[tuple[Array, Array]]:
+    """(N, K) of the LM head's one GEMM on a TP rank."""
+    return ((m.vocab / d.tp, m.hidden),)
 
 
 def elementwise_bytes(m: Model, d: Deployment, tokens: ArrayLike) -> Array:

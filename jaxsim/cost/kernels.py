@@ -14,6 +14,7 @@ occupancy and compute, overlapped as a p-norm, per kernel path); `step.decode_at
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import reduce
 from typing import NamedTuple
 
@@ -107,23 +108,122 @@ def kernel_s(
 
 
 def gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows: ArrayLike, operand_bytes: ArrayLike,
-           mode: Mode = HARD, inner: ArrayLike = 0.0) -> Array:
-    """A dense GEMM with `rows` tokens (M): compute efficiency falls for small M; plus a fixed kernel latency.
+           mode: Mode = HARD, inner: ArrayLike = 0.0,
+           shapes: Sequence[tuple[ArrayLike, ArrayLike]] | None = None) -> Array:
+    """One or a few dense GEMMs on `rows` tokens (M) that together cost `flops` and `bytes_`.
 
     FP8 / FP4 operands (`operand_bytes` < 2) first pass over the BF16 activations to quantise them: a
     memory-bound kernel that reads `rows × inner` BF16 elements and writes them at the operand precision
     (`inner`: the summed input width K of the GEMMs this call stands for; 0 leaves the pass out). It runs before
     the GEMM, so its time adds to the GEMM's roofline-limited time.
+
+    `hw.eff.gemm_tiles` picks the form: 0 prices the call as one kernel whose compute efficiency falls for small
+    M, plus a fixed latency; 1 prices each GEMM of `shapes` with `tiled_gemm_s` (tiles, waves, split-K), plus
+    the quantisation pass and one per-precision latency per GEMM. `shapes`: the (N, K) of every GEMM of the
+    call; they share `flops` in proportion to their weights N·K and `bytes_` in proportion to their own traffic
+    N·K·operand_bytes + M·(K + N)·2, so the call's totals stay as given. None: one GEMM of K = `inner` and
+    N = flops / (2·rows·K).
+    """
+    def ramp(hw: Hardware, flops: Array, bytes_: Array, rows: Array, operand_bytes: Array, inner: Array, shapes):
+        e = hw.eff
+        top = e.gemm_compute_frac * dtype_scale(operand_bytes, e.gemm_fp8_scale, e.gemm_fp4_scale)
+        cf = saturating_frac(top, rows, e.gemm_half_rows)
+        peak = peak_flop_per_s(hw, operand_bytes)
+        work = kernel_s(flops, bytes_, peak, hw.hbm_bytes_per_s, cf, e.gemm_memory_frac, mode)
+        work = work + memory_bound_s(hw, _quant_bytes(rows, inner, operand_bytes))
+        latency = _latency(hw, operand_bytes, e.gemm_latency_s, e.gemm_quant_latency_s)
+        return overlap_latency(work, latency, e.gemm_latency_p)
+
+    # A switch on the hardware: under `vmap` over configurations (not hardware) only the chosen form runs.
+    arrays = [jnp.asarray(x, dtype=jnp.result_type(float)) for x in (flops, bytes_, rows, operand_bytes, inner)]
+    shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in (*arrays, *jax.tree.leaves(shapes))))
+
+    def form(fn):
+        return lambda *a: jnp.broadcast_to(fn(*a), shape)
+
+    return jax.lax.cond(hw.eff.gemm_tiles > 0.5, form(_tiled_call_s), form(ramp), hw, *arrays, shapes)
+
+
+def _quant_bytes(rows: ArrayLike, inner: ArrayLike, operand_bytes: ArrayLike) -> Array:
+    """Bytes of the FP8 / FP4 activation-quantisation pass over `rows × inner` BF16 elements (0 for BF16)."""
+    low = jnp.asarray(operand_bytes) < 2.0
+    return jnp.where(low, jnp.maximum(rows, 0.0) * jnp.maximum(inner, 0.0) * (_ACT_BYTES + operand_bytes), 0.0)
+
+
+def _tiled_call_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows: ArrayLike, operand_bytes: ArrayLike,
+                  inner: ArrayLike, shapes: Sequence[tuple[ArrayLike, ArrayLike]] | None) -> Array:
+    """`gemm_s` with `gemm_tiles` = 1: the GEMMs of `shapes` one by one (see `gemm_s`)."""
+    e = hw.eff
+    wb = jnp.asarray(operand_bytes)
+    rows = jnp.maximum(jnp.asarray(rows), 0.0)
+    if shapes is None:
+        k = jnp.maximum(inner, 1.0)
+        shapes = ((flops / (2.0 * jnp.where(rows > 0, rows, 1.0) * k), k),)
+    weights = [jnp.maximum(n, 0.0) * jnp.maximum(k, 0.0) for n, k in shapes]
+    traffic = [jnp.where(w > 0, w * wb + rows * (jnp.maximum(k, 0.0) + jnp.maximum(n, 0.0)) * _ACT_BYTES, 0.0)
+               for w, (n, k) in zip(weights, shapes, strict=True)]
+    w_sum, t_sum = sum(weights), sum(traffic)
+    w_safe, t_safe = jnp.where(w_sum > 0, w_sum, 1.0), jnp.where(t_sum > 0, t_sum, 1.0)
+    work = sum(tiled_gemm_s(hw, flops * w / w_safe, bytes_ * t / t_safe, rows, n, k, wb)
+               for w, t, (n, k) in zip(weights, traffic, shapes, strict=True))
+    quant = _quant_bytes(rows, inner, wb) / (hw.hbm_bytes_per_s * jnp.clip(e.gemm_quant_memory_frac, _MIN_EFF, 1.0))
+    calls = sum(jnp.where(w > 0, 1.0, 0.0) for w in weights)
+    latency = by_precision(wb, e.gemm_tile_latency_s, e.gemm_fp8_tile_latency_s, e.gemm_fp4_tile_latency_s)
+    return work + quant + jnp.where(rows > 0, calls * serving_latency_s(hw, latency), 0.0)
+
+
+# CTA tile (M, N) the GEMM kernels run per operand precision (BF16, FP8, FP4): a tile's K-slice holds the same
+# bytes in each (the area doubles as the operand bytes halve); picked by a search over {64, 128, 256}² on
+# H200 and B200 (experiments/validation/kernels/proto/gemm.md).
+TILE_ROWS = (64.0, 128.0, 128.0)
+TILE_COLS = (128.0, 128.0, 256.0)
+# Hopper FP8 kernels slow down when M is not a power of two, above the smallest M tile.
+_MISALIGN_FROM_ROWS = 64.0
+
+
+def tiled_gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows: ArrayLike, n: ArrayLike, k: ArrayLike,
+                 operand_bytes: ArrayLike) -> Array:
+    """Time (s) of one GEMM (`rows` × `k`) @ (`k` × `n`) without its latency and quantisation pass: the
+    tile / wave model of `Efficiency.gemm_tiles`.
+
+    The kernel computes whole CTA tiles (`TILE_ROWS` × `TILE_COLS` of the precision), T = ⌈M/t_m⌉·⌈N/t_n⌉, in
+    waves over the `sm_count` SMs; BF16 kernels split K into s slices (at least `gemm_split_k_min` long) when
+    there are fewer tiles than SMs. Waves W = T·s/S + q·(⌈T·s/S⌉ − T·s/S) mix balanced (q = 0) and whole (q = 1)
+    waves. Compute time = `flops` / (peak · compute fraction) × the executed-to-useful work W·S·t_m·t_n / (s·M·N)
+    (≥ 1) × (1 + k0 / (K/s)) (a per-tile prologue) × (1 + a·μ) (FP8, M > 64 between two powers of two P:
+    μ = (P − M)/P · exp(−M / m_μ)). Traffic time = `bytes_` / (HBM · f(bytes)), f moving from
+    `gemm_small_memory_frac` to the precision's fraction over `gemm_memory_size_bytes`; the two overlap as a
+    p-norm. Never below max(flops / peak, bytes / HBM); 0 when rows, n or k is 0.
     """
     e = hw.eff
-    top = e.gemm_compute_frac * dtype_scale(operand_bytes, e.gemm_fp8_scale, e.gemm_fp4_scale)
-    cf = saturating_frac(top, rows, e.gemm_half_rows)
-    work = kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf, e.gemm_memory_frac, mode)
-    low = jnp.asarray(operand_bytes) < 2.0
-    quant_bytes = jnp.where(low, jnp.maximum(rows, 0.0) * jnp.maximum(inner, 0.0) * (_ACT_BYTES + operand_bytes), 0.0)
-    work = work + memory_bound_s(hw, quant_bytes)
-    latency = _latency(hw, operand_bytes, e.gemm_latency_s, e.gemm_quant_latency_s)
-    return overlap_latency(work, latency, e.gemm_latency_p)
+    wb = jnp.asarray(operand_bytes)
+    live = (rows > 0) & (n > 0) & (k > 0)
+    m, n, k = (jnp.where(live, x, 1.0) for x in (rows, n, k))  # double-where: no 0/0 in values or gradients
+    flops, bytes_ = jnp.where(live, flops, 0.0), jnp.where(live, bytes_, 0.0)
+    tile_m, tile_n = by_precision(wb, *TILE_ROWS), by_precision(wb, *TILE_COLS)
+    sms = jnp.maximum(hw.sm_count, 1.0)
+    tiles = jnp.ceil(m / tile_m) * jnp.ceil(n / tile_n)
+    split_max = jnp.maximum(k / jnp.maximum(e.gemm_split_k_min, 1.0), 1.0)
+    split = jnp.where(wb > 1.0, jnp.clip(sms / tiles, 1.0, split_max), 1.0)
+    w_soft = tiles * split / sms
+    w_hard = jnp.maximum(jnp.ceil(w_soft - 1e-4), w_soft)
+    waves = w_soft + jnp.clip(e.gemm_wave_frac, 0.0, 1.0) * (w_hard - w_soft)
+    padding = jnp.maximum(waves * sms * tile_m * tile_n / (split * m * n), 1.0)
+    k0 = jnp.maximum(by_precision(wb, e.gemm_k_prologue, e.gemm_fp8_k_prologue, e.gemm_fp4_k_prologue), 0.0)
+    pow2 = jnp.exp2(jnp.ceil(jnp.log2(jnp.maximum(m, 1.0)) - 1e-4))
+    fp8 = (wb > 0.5) & (wb <= 1.0) & (m > _MISALIGN_FROM_ROWS)
+    misalign = jnp.where(fp8, jnp.maximum(pow2 - m, 0.0) / pow2
+                         * jnp.exp(-m / jnp.maximum(e.gemm_fp8_misalign_rows, _MIN_EFF)), 0.0)
+    cf = jnp.clip(by_precision(wb, e.gemm_tile_compute_frac, e.gemm_fp8_tile_compute_frac,
+                               e.gemm_fp4_tile_compute_frac), _MIN_EFF, 1.0)
+    t_compute = (flops / (peak_flop_per_s(hw, wb) * cf) * padding * (1.0 + k0 * split / k)
+                 * (1.0 + jnp.maximum(e.gemm_fp8_misalign_amp, 0.0) * misalign))
+    large = jnp.clip(by_precision(wb, e.gemm_tile_memory_frac, e.gemm_fp8_tile_memory_frac,
+                                  e.gemm_fp4_tile_memory_frac), _MIN_EFF, 1.0)
+    small = jnp.clip(e.gemm_small_memory_frac, _MIN_EFF, 1.0)
+    mf = large + (small - large) * jnp.exp(-bytes_ / jnp.maximum(e.gemm_memory_size_bytes, 1.0))
+    t_memory = bytes_ / (hw.hbm_bytes_per_s * mf)
+    return jnp.where(live, pnorm((t_compute, t_memory), e.gemm_tile_work_p), 0.0)
 
 
 def grouped_gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows_per_expert: ArrayLike,

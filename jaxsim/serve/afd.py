@@ -128,7 +128,8 @@ def afd_iteration(m: Model, hw: Hardware, d: Deployment, micro_batches: Array, b
     n_moe, n_dense = layer_counts(m, d)
     head_rows = mb.decode_requests * (1.0 + 2.0 * d.nextn) + mb.prefill_sequences
     head = F.lm_head(m, d, head_rows)
-    head_t = M * K.gemm_s(hw, head.flops, head.bytes, head_rows, d.activation_bytes, mode)
+    head_t = M * K.gemm_s(hw, head.flops, head.bytes, head_rows, d.activation_bytes, mode,
+                          shapes=F.lm_head_gemm_shape(m, d))
     total = n_moe * moe_layer + n_dense * dense_layer + head_t + hw.eff.step_overhead_s
 
     n_all = n_moe + n_dense
