@@ -124,24 +124,15 @@ def gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows: ArrayLike, o
     N·K·operand_bytes + M·(K + N)·2, so the call's totals stay as given. None: one GEMM of K = `inner` and
     N = flops / (2·rows·K).
     """
-    def ramp(hw: Hardware, flops: Array, bytes_: Array, rows: Array, operand_bytes: Array, inner: Array, shapes):
-        e = hw.eff
-        top = e.gemm_compute_frac * dtype_scale(operand_bytes, e.gemm_fp8_scale, e.gemm_fp4_scale)
-        cf = saturating_frac(top, rows, e.gemm_half_rows)
-        peak = peak_flop_per_s(hw, operand_bytes)
-        work = kernel_s(flops, bytes_, peak, hw.hbm_bytes_per_s, cf, e.gemm_memory_frac, mode)
-        work = work + memory_bound_s(hw, _quant_bytes(rows, inner, operand_bytes))
-        latency = _latency(hw, operand_bytes, e.gemm_latency_s, e.gemm_quant_latency_s)
-        return overlap_latency(work, latency, e.gemm_latency_p)
-
-    # A switch on the hardware: under `vmap` over configurations (not hardware) only the chosen form runs.
-    arrays = [jnp.asarray(x, dtype=jnp.result_type(float)) for x in (flops, bytes_, rows, operand_bytes, inner)]
-    shape = jnp.broadcast_shapes(*(jnp.shape(x) for x in (*arrays, *jax.tree.leaves(shapes))))
-
-    def form(fn):
-        return lambda *a: jnp.broadcast_to(fn(*a), shape)
-
-    return jax.lax.cond(hw.eff.gemm_tiles > 0.5, form(_tiled_call_s), form(ramp), hw, *arrays, shapes)
+    e = hw.eff
+    top = e.gemm_compute_frac * dtype_scale(operand_bytes, e.gemm_fp8_scale, e.gemm_fp4_scale)
+    cf = saturating_frac(top, rows, e.gemm_half_rows)
+    work = kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf, e.gemm_memory_frac, mode)
+    quant_bytes = _quant_bytes(rows, inner, operand_bytes)
+    work = work + memory_bound_s(hw, quant_bytes)
+    latency = _latency(hw, operand_bytes, e.gemm_latency_s, e.gemm_quant_latency_s)
+    ramp = overlap_latency(work, latency, e.gemm_latency_p)
+    return jnp.where(e.gemm_tiles > 0.5, _tiled_call_s(hw, flops, bytes_, rows, operand_bytes, inner, shapes), ramp)
 
 
 def _quant_bytes(rows: ArrayLike, inner: ArrayLike, operand_bytes: ArrayLike) -> Array:
