@@ -100,6 +100,11 @@ class Efficiency(eqx.Module):
     overlap a kernel's prologue with its predecessor's tail (programmatic dependent launch). Scaling a latency
     never takes a kernel under its roofline bound.
 
+    The five form switches (`collective_regimes`, `moe_terms`, `dec_paths`, `ctx_tiles`, `gemm_tiles`) are static
+    Python floats, not traced arrays: they choose which kernel forms the traced program contains, so a jitted,
+    vmapped or differentiated step carries only the chosen form of each family (change them with
+    `calibrate.fit.apply_params` or `dataclasses.replace`, not `eqx.tree_at`).
+
     `collective_regimes` = 1 (set by calibration) prices collectives inside the scale-up domain with the
     protocol-regime model of `cost.comm` (`coll_*` fields: per-regime latencies, per-peer latencies, fractions of
     the nominal link rate and peer ramps); 0 keeps the single latency + bandwidth form.
@@ -176,7 +181,7 @@ class Efficiency(eqx.Module):
     collective_latency_s: Array = _num(0.0)
     serving_latency_frac: Array = _num(1.0)
     # Protocol-regime collectives inside the scale-up domain (`cost.comm`; used when `collective_regimes` = 1).
-    collective_regimes: Array = _num(0.0)
+    collective_regimes: float = eqx.field(static=True, default=0.0, converter=float)
     coll_ll_latency_s: Array = _num(4e-6)
     coll_ll_peer_latency_s: Array = _num(1e-6)
     coll_ll_frac: Array = _num(0.017)
@@ -199,7 +204,7 @@ class Efficiency(eqx.Module):
     coll_ar_nvls_latency_s: Array = _num(57e-6)
     coll_ar_nvls_frac: Array = _num(0.67)
     # The routed-expert layer as measured (`kernels.moe_layer_s`; used when `moe_terms` = 1).
-    moe_terms: Array = _num(0.0)
+    moe_terms: float = eqx.field(static=True, default=0.0, converter=float)
     moe_fp8_half_tokens: Array = _num(24.0)
     moe_fp4_half_tokens: Array = _num(130.0)
     moe_half_inter: Array = _num(45.0)
@@ -218,7 +223,7 @@ class Efficiency(eqx.Module):
     moe_fp8_expert_latency_s: Array = _num(0.2e-6)
     moe_fp4_expert_latency_s: Array = _num(0.03e-6)
     # Decode attention by kernel path (`kernels.decode_paths_s`; used when `dec_paths` = 1). GQA / MHA:
-    dec_paths: Array = _num(0.0)
+    dec_paths: float = eqx.field(static=True, default=0.0, converter=float)
     dec_latency_s: Array = _num(7.823e-06)
     dec_fp8_gqa_latency_s: Array = _num(5.158e-06)
     dec_split_latency_s: Array = _num(6.534e-06)
@@ -257,7 +262,7 @@ class Efficiency(eqx.Module):
     dec_mla_overlap_p: Array = _num(1.698)
     # Tiled prefill attention (`kernels.prefill_attention_s`; used when `ctx_tiles` = 1). Defaults: the H200 fit of
     # experiments/validation/kernels/proto/context_attention.md. SM-seconds are busy time of one SM.
-    ctx_tiles: Array = _num(0.0)
+    ctx_tiles: float = eqx.field(static=True, default=0.0, converter=float)
     ctx_compute_frac: Array = _num(0.686)  # tensor fraction of the BF16 peak, BF16 Q/K/V
     ctx_kv8_compute_frac: Array = _num(0.975)  # BF16 math with an FP8 KV cache, of the BF16 peak
     ctx_fp8_compute_frac: Array = _num(0.509)  # FP8 math, of the FP8 peak
@@ -279,7 +284,7 @@ class Efficiency(eqx.Module):
     ctx_mla_latency_s: Array = _num(13.7e-6)  # MLA: per-call latency
     # Tiled GEMMs (`kernels.tiled_gemm_s`; used when `gemm_tiles` = 1). Defaults: the H200 fit of
     # experiments/validation/kernels/proto/gemm.md; the FP4 ones (unused on Hopper) are B200's.
-    gemm_tiles: Array = _num(0.0)
+    gemm_tiles: float = eqx.field(static=True, default=0.0, converter=float)
     gemm_tile_compute_frac: Array = _num(0.812)  # of the BF16 peak inside a tile
     gemm_fp8_tile_compute_frac: Array = _num(0.683)  # of the FP8 peak
     gemm_fp4_tile_compute_frac: Array = _num(0.444)  # of the FP4 peak

@@ -114,7 +114,7 @@ def decode_attention_s(m: Model, hw: Hardware, d: Deployment, requests: ArrayLik
 
     share = m.sliding_layer_frac
     paths = share * layers(with_share(1.0)) + (1.0 - share) * layers(with_share(0.0))
-    return jnp.where(hw.eff.dec_paths > 0.5, paths, legacy), op
+    return (paths if hw.eff.dec_paths > 0.5 else legacy), op
 
 
 def prefill_core_attention_s(m: Model, hw: Hardware, d: Deployment, tokens: ArrayLike, context: ArrayLike,
@@ -166,7 +166,7 @@ def prefill_core_attention_s(m: Model, hw: Hardware, d: Deployment, tokens: Arra
     fp8_frac = 1.0 if bound else hw.eff.ctx_fp8_compute_frac
     mem_frac = 1.0 if bound else hw.eff.ctx_memory_frac
     indexer = K.kernel_s(idx.flops, idx.bytes, hw.fp8_flop_per_s, hw.hbm_bytes_per_s, fp8_frac, mem_frac, mode)
-    return jnp.where(hw.eff.ctx_tiles > 0.5, core + indexer, old), att.flops
+    return (core + indexer if hw.eff.ctx_tiles > 0.5 else old), att.flops
 
 
 def _attention_layer(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mode) -> tuple[Array, Array, Array]:
@@ -280,7 +280,7 @@ def routed_experts_s(m: Model, hw: Hardware, d: Deployment, instance_tokens: Arr
     layer = K.moe_layer_s(hw, load.tokens, load.active_experts, instance_tokens, m.hidden,
                           m.moe_intermediate / d.moe_tp, m.top_k, m.n_routed_experts / d.ep, d.moe_weight_bytes,
                           d.activation_bytes)
-    return jnp.where(hw.eff.moe_terms > 0.5, layer, grouped), routed.flops
+    return (layer if hw.eff.moe_terms > 0.5 else grouped), routed.flops
 
 
 def layer_costs(m: Model, hw: Hardware, d: Deployment, b: StepBatch, mode: Mode = HARD,

@@ -113,6 +113,7 @@ def test_unknown_architecture() -> None:
         op.relaxed_config("pd", jnp.zeros(2), None, 8.0)
 
 
+@pytest.mark.slow  # ~5 min on 2 cores: the calibrated kernel forms make the relaxed solve's compile long
 def test_cli_optimize_json(tmp_path) -> None:
     import json
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxsim as js
+from jaxsim.calibrate import fit as FT
 from jaxsim.smooth import Mode
 from jaxsim.step import BREAKDOWN
 from tests.conftest import x64
@@ -250,7 +251,7 @@ def test_smooth_primitives_converge_to_hard() -> None:
 def test_serving_latency_share_orders_step_times(ds3: js.Model, h200: js.Hardware, dec_paths: float) -> None:
     """Share 0 ≤ share 0.4 ≤ share 1 for every step, and the share-0 step equals the step with the fitted latencies
     removed (the roofline-side terms are untouched), with either decode-attention form."""
-    hw = eqx.tree_at(lambda h: h.eff.dec_paths, h200, dec_paths)
+    hw = FT.apply_params(h200, {"dec_paths": dec_paths})
     at = lambda f: eqx.tree_at(lambda h: h.eff.serving_latency_frac, hw, f)  # noqa: E731
     # Every fitted per-call latency (decode attention's per-item and beyond-window costs are work, paid in full).
     latencies = tuple(f for f in js.Efficiency.__dataclass_fields__

@@ -15,6 +15,7 @@ fractions are clipped to ≤ 1 and latencies only add time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -71,6 +72,8 @@ SWITCHES: dict[str, dict[str, float]] = {"collectives": {"collective_regimes": 1
                                          "decode_attention": {"dec_paths": 1.0},
                                          "attention": {"ctx_tiles": 1.0},
                                          "gemm": {"gemm_tiles": 1.0}}
+# The switches are static fields of `Efficiency` (they choose the traced program), set by replacement.
+STATIC_SWITCHES = frozenset(f for group in SWITCHES.values() for f in group)
 GROUP_OF_OP = {"gemm": "gemm", "moe": "moe", "context_attention": "attention", "context_mla": "attention",
                "generation_attention": "decode_attention", "generation_mla": "decode_attention",
                **{c: "collectives" for c in COLLECTIVES}}
@@ -146,7 +149,7 @@ def predict_op(hw: Hardware, rows: Rows, quant_pass: bool = True, bound: bool = 
         local = c["experts"] / c["moe_ep"]
         layer = K.moe_layer_s(hw, assignments, jnp.clip(assignments, 1.0, local), c["tokens"], c["hidden"],
                               c["inter"] / c["moe_tp"], c["topk"], local, c["dtype_bytes"], ACT_BYTES)
-        return jnp.where(hw.eff.moe_terms > 0.5, layer, routed_experts_s(model, hw, d, c["tokens"])[0])
+        return layer if hw.eff.moe_terms > 0.5 else routed_experts_s(model, hw, d, c["tokens"])[0]
     if op in ("context_attention", "generation_attention", "context_mla", "generation_mla"):
         model = _attention_model(op, c)
         d = Deployment(kv_bytes=c["kv_bytes"], attn_compute_bytes=c["dtype_bytes"])
@@ -230,9 +233,10 @@ def from_unconstrained(params: Mapping[str, Array]) -> dict[str, Array]:
 
 def apply_params(hw: Hardware, values: Mapping[str, Any]) -> Hardware:
     """`hw` with the given parameter values (Efficiency fields and the link-latency Hardware fields)."""
-    eff_vals = {k: v for k, v in values.items() if k not in HARDWARE_PARAMS}
+    static = {k: float(v) for k, v in values.items() if k in STATIC_SWITCHES}
+    eff_vals = {k: v for k, v in values.items() if k not in HARDWARE_PARAMS and k not in STATIC_SWITCHES}
     hw_vals = {k: v for k, v in values.items() if k in HARDWARE_PARAMS}
-    eff = hw.eff
+    eff = dataclasses.replace(hw.eff, **static) if static else hw.eff
     if eff_vals:
         names = tuple(eff_vals)
         eff = eqx.tree_at(lambda e: [getattr(e, n) for n in names], eff,

@@ -107,23 +107,26 @@ def regime_s(hw: Hardware, kind: int, buffer_bytes: ArrayLike, n: ArrayLike) -> 
     return jnp.where(n > 1.0, jnp.maximum(t, bound), 0.0)
 
 
-def _regimes_on(hw: Hardware, n: ArrayLike) -> Array:
-    """Whether the regime model prices a collective over `n` GPUs (calibrated, inside one scale-up domain)."""
-    return (hw.eff.collective_regimes > 0.5) & (jnp.asarray(n) <= hw.scale_up_gpus)
+def _pick(hw: Hardware, kind: int, buffer_bytes: ArrayLike, n: ArrayLike, link: Array) -> Array:
+    """The regime model inside one scale-up domain when calibrated (`collective_regimes`, a static switch), else
+    the link form."""
+    if hw.eff.collective_regimes <= 0.5:
+        return link
+    return jnp.where(jnp.asarray(n) <= hw.scale_up_gpus, regime_s(hw, kind, buffer_bytes, n), link)
 
 
 def all_reduce_s(hw: Hardware, buffer_bytes: ArrayLike, n: ArrayLike) -> Array:
     """All-reduce of a `buffer_bytes` buffer held by each of `n` GPUs."""
     bw, lat = _link(hw, n)
     link = 2.0 * (n - 1.0) / n * buffer_bytes / bw + 2.0 * _log2(n) * lat + _fixed(hw, n)
-    return jnp.where(_regimes_on(hw, n), regime_s(hw, ALL_REDUCE, buffer_bytes, n), link)
+    return _pick(hw, ALL_REDUCE, buffer_bytes, n, link)
 
 
 def all_gather_s(hw: Hardware, buffer_bytes: ArrayLike, n: ArrayLike) -> Array:
     """All-gather producing a `buffer_bytes` result on each of `n` GPUs (each contributes 1/n)."""
     bw, lat = _link(hw, n)
     link = (n - 1.0) / n * buffer_bytes / bw + _log2(n) * lat + _fixed(hw, n)
-    return jnp.where(_regimes_on(hw, n), regime_s(hw, RING, buffer_bytes, n), link)
+    return _pick(hw, RING, buffer_bytes, n, link)
 
 
 def reduce_scatter_s(hw: Hardware, buffer_bytes: ArrayLike, n: ArrayLike) -> Array:
@@ -146,7 +149,7 @@ def all_to_all_s(hw: Hardware, send_bytes: ArrayLike, n: ArrayLike) -> Array:
     t_out = inter / (hw.scale_out_bytes_per_s * hw.eff.scale_out_frac)
     lat = jnp.where(n > hw.scale_up_gpus, hw.scale_out_latency_s, hw.scale_up_latency_s)
     link = jnp.maximum(t_up, t_out) + jnp.where(n > 1.0, lat, 0.0) + _fixed(hw, n)
-    return jnp.where(_regimes_on(hw, n), regime_s(hw, ALL_TO_ALL, send_bytes, n), link)
+    return _pick(hw, ALL_TO_ALL, send_bytes, n, link)
 
 
 def p2p_s(hw: Hardware, bytes_: ArrayLike, same_domain: ArrayLike) -> Array:
