@@ -56,6 +56,7 @@ def test_legal_result_matches_brute_force_grid(ds3: js.Model, h200: js.Hardware,
     assert res.converged_starts >= 1
 
 
+@pytest.mark.slow  # 30-70 s on 2 cores: kept out of the default run's 10-minute budget
 def test_resume_gives_the_same_trajectory(ds3: js.Model, h200: js.Hardware, problem, tmp_path) -> None:
     bases, _ = problem
     stacked = op.stack(bases)

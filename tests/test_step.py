@@ -78,10 +78,9 @@ def test_scaling_every_rate_divides_time(model: js.Model, h200: js.Hardware) -> 
     k = 3.0
     fast = eqx.tree_at(lambda h: [getattr(h, f) for f in RATE_FIELDS], h200, [k * getattr(h200, f) for f in RATE_FIELDS])
     fast = eqx.tree_at(lambda h: [getattr(h, f) for f in TIME_FIELDS], fast, [getattr(h200, f) / k for f in TIME_FIELDS])
-    fast = eqx.tree_at(lambda h: (h.eff.layer_overhead_s, h.eff.step_overhead_s), fast,
-                       (h200.eff.layer_overhead_s / k, h200.eff.step_overhead_s / k))
-    # Fixed kernel and collective latencies (calibrated) are times too.
-    lat = [f for f in js.Efficiency.__dataclass_fields__ if f.endswith("_latency_s")]
+    # Overheads, fixed kernel and collective latencies and the calibrated per-score / per-tile / per-pair costs
+    # (every `Efficiency` field in seconds) are times too.
+    lat = [f for f in js.Efficiency.__dataclass_fields__ if f.endswith("_s")]
     fast = eqx.tree_at(lambda h: [getattr(h.eff, f) for f in lat], fast, [getattr(h200.eff, f) / k for f in lat])
     for d, b in random_cases(model, 8, 3):
         assert float(step(model, fast, d, b).total_s) == pytest.approx(float(step(model, h200, d, b).total_s) / k,
@@ -253,9 +252,10 @@ def test_serving_latency_share_orders_step_times(ds3: js.Model, h200: js.Hardwar
     removed (the roofline-side terms are untouched), with either decode-attention form."""
     hw = FT.apply_params(h200, {"dec_paths": dec_paths})
     at = lambda f: eqx.tree_at(lambda h: h.eff.serving_latency_frac, hw, f)  # noqa: E731
-    # Every fitted per-call latency (decode attention's per-item and beyond-window costs are work, paid in full).
+    # Every fitted per-call latency (decode attention's per-item and beyond-window costs and prefill attention's
+    # per-CTA costs are work, paid in full).
     latencies = tuple(f for f in js.Efficiency.__dataclass_fields__
-                      if f.endswith("_latency_s") and "_item_" not in f and "_window_" not in f)
+                      if f.endswith("_latency_s") and not any(w in f for w in ("_item_", "_window_", "_cta_")))
     none = eqx.tree_at(lambda h: tuple(getattr(h.eff, f) for f in latencies), at(1.0), (0.0,) * len(latencies))
     for d, b in random_cases(ds3, 6, 11):
         t0, t4, t1 = (float(js.step_cost(ds3, at(f), d, b).total_s) for f in (0.0, 0.4, 1.0))

@@ -124,6 +124,7 @@ def test_result_frontier_and_best(small_result) -> None:
     assert len(df) == len(c["index"]) and "out_tok_per_s_per_gpu" in df.columns
 
 
+@pytest.mark.slow  # 30-70 s on 2 cores: kept out of the default run's 10-minute budget
 def test_keep_pareto_and_feasible_agree_with_all(ds3: js.Model, h200: js.Hardware, small_result) -> None:
     spaces, full = small_result
     feas = sw.sweep(spaces, ds3, h200, CHAT, LOOSE, chunk=100, keep="feasible")
@@ -173,6 +174,7 @@ np.savez(OUT.replace(".npz", "_pareto.npz"), agg=np.sort(p.pareto("agg")["index"
 """
 
 
+@pytest.mark.slow  # 30-70 s on 2 cores: kept out of the default run's 10-minute budget
 def test_four_devices_equal_one(small_result, tmp_path: Path) -> None:
     _, full = small_result
     out = tmp_path / "multi.npz"
@@ -230,6 +232,7 @@ def test_cli_sweep_json_and_files(tmp_path: Path) -> None:
     assert agg["out_tok_per_s_per_gpu"].max() == pytest.approx(best["tokens_per_s_per_gpu"], rel=1e-5)
 
 
+@pytest.mark.slow  # 30-70 s on 2 cores: kept out of the default run's 10-minute budget
 def test_cli_sweep_resume_after_interruption(tmp_path: Path) -> None:
     out = tmp_path / "r"
     args = ["sweep", "--modes", "agg", "--total-gpus", "8", "--chunk-size", "2048", "--keep", "all", "--json"]

@@ -22,6 +22,7 @@ def simulated() -> V.ValidationResult:
     return V.validate(V.load_silicon(TINY), simulate=True, simulate_sample=2, seed=1)
 
 
+@pytest.mark.slow  # 30-70 s on 2 cores: kept out of the default run's 10-minute budget
 def test_sample_is_seeded_and_only_predicted_rows_are_simulated(simulated: V.ValidationResult) -> None:
     rows = simulated.rows
     done = np.isfinite(rows["sim_ttft_ms"]) | np.isfinite(rows["sim_tpot_ms"])

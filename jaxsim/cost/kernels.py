@@ -31,6 +31,13 @@ _MIN_EFF = 1e-6
 _ACT_BYTES = 2.0  # activations enter a quantisation pass in BF16
 
 
+def tile_count(x: ArrayLike, mode: Mode = HARD) -> Array:
+    """Whole tiles covering `x` tile lengths: ceil(x), with a relative tolerance of 4e-6 so that a count that is
+    a whole number up to float32 rounding (128.00002 rows / 128) is not one tile more depending on how it was
+    computed."""
+    return smooth.ceil(jnp.asarray(x) * (1.0 - 4e-6), mode)
+
+
 def peak_flop_per_s(hw: Hardware, operand_bytes: ArrayLike) -> Array:
     """Dense tensor-core peak for operands of `operand_bytes` per element (2 BF16, 1 FP8, 0.5 FP4)."""
     b = jnp.asarray(operand_bytes)
@@ -194,7 +201,7 @@ def tiled_gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows: ArrayL
     flops, bytes_ = jnp.where(live, flops, 0.0), jnp.where(live, bytes_, 0.0)
     tile_m, tile_n = by_precision(wb, *TILE_ROWS), by_precision(wb, *TILE_COLS)
     sms = jnp.maximum(hw.sm_count, 1.0)
-    tiles = jnp.ceil(m / tile_m) * jnp.ceil(n / tile_n)
+    tiles = tile_count(m / tile_m) * tile_count(n / tile_n)
     split_max = jnp.maximum(k / jnp.maximum(e.gemm_split_k_min, 1.0), 1.0)
     split = jnp.where(wb > 1.0, jnp.clip(sms / tiles, 1.0, split_max), 1.0)
     w_soft = tiles * split / sms
@@ -369,14 +376,14 @@ def prefill_attention_s(hw: Hardware, sequences: ArrayLike, new_tokens: ArrayLik
     sms = jnp.maximum(hw.sm_count, 1.0)
     # Tiles (inputs only). q: query tiles per (sequence, head); p: KV tiles of the prefix; band: KV tiles a query
     # tile may visit. Query tile j (1..q) visits min(p + j, band) KV tiles: u of them before the band saturates.
-    q = smooth.ceil(g.new / tile, mode)
-    p = smooth.ceil(g.prefix / tile, mode)
+    q = tile_count(g.new / tile, mode)
+    p = tile_count(g.prefix / tile, mode)
     band = jnp.where(g.window > 0, (g.window + jnp.maximum(e.ctx_window_extra, 0.0)) / tile + 1.0, _NO_WINDOW)
     u = jnp.clip(band - p, 0.0, q)
     tiles = u * p + 0.5 * u * (u + 1.0) + (q - u) * band
     longest = jnp.minimum(p + q, band)
     # A one-tile sequence computes its keys rounded up to 16 in its diagonal tile: a fraction `diag` of a tile.
-    diag = jnp.where(q > 1.0, 1.0, jnp.clip(smooth.ceil(g.new / _SHORT_KEYS, mode) * _SHORT_KEYS / tile, 0.0, 1.0))
+    diag = jnp.where(q > 1.0, 1.0, jnp.clip(tile_count(g.new / _SHORT_KEYS, mode) * _SHORT_KEYS / tile, 0.0, 1.0))
     tiles = tiles - (1.0 - diag)
     longest = longest - (1.0 - diag)
     if mla:
@@ -510,7 +517,7 @@ def decode_paths_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, shape: Dec
                            jnp.where(fp8, e.dec_fp8_gqa_item_latency_s, e.dec_bf16_gqa_item_latency_s))
         item_s = (pos(path_s) * d ** e.dec_item_head_dim_power * slow
                   + pos(e.dec_query_item_latency_s) * group * shape.queries * d
-                  + pos(e.dec_tile_item_latency_s) * jnp.ceil(read / DECODE_TILE))
+                  + pos(e.dec_tile_item_latency_s) * tile_count(read / DECODE_TILE))
         items = requests * kv_heads
         row = head_dim * shape.kv_bytes
         path_mf = jnp.where(fp8, jnp.where(mha, e.dec_fp8_mha_memory_frac, e.dec_fp8_gqa_memory_frac),
