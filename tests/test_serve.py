@@ -610,6 +610,7 @@ def test_estimate_batch_equals_loop(ds3: js.Model, h200: js.Hardware, arch: str)
         leaves_close(unstack(batched, i), est(ds3, h200, unstack(cfg, i), unstack(w, i), unstack(slo, i)))
 
 
+@pytest.mark.slow  # 19 s on 2 cores; the optimiser tests check relaxed gradients by finite differences
 def test_gradients_finite_and_match_finite_differences(ds3: js.Model, h200: js.Hardware) -> None:
     def agg_tput(batch: jax.Array, chunk: jax.Array) -> jax.Array:
         return js.estimate(ds3, h200, AggConfig(EP8, batch=batch, chunk=chunk), W, LOOSE,

@@ -144,6 +144,7 @@ def test_float32_close_to_float64(model: js.Model, h200: js.Hardware) -> None:
     np.testing.assert_allclose(f32, f64, rtol=1e-4)
 
 
+@pytest.mark.slow  # 10 cases of 13-21 s on 2 cores (finite gradients are also checked per kernel form)
 @pytest.mark.parametrize("mode", [js.HARD, js.SMOOTH])
 def test_gradients_finite_for_every_field(model: js.Model, h200: js.Hardware, mode: Mode) -> None:
     def total(mm: js.Model, hw: js.Hardware, d: js.Deployment, b: js.StepBatch) -> jax.Array:
@@ -176,7 +177,8 @@ def test_no_recompile_when_values_change(ds3: js.Model, h200: js.Hardware) -> No
     f(ds3, faster, js.Deployment(), js.StepBatch(decode_requests=3.0)).total_s.block_until_ready()
 
 
-@pytest.mark.parametrize(("n", "block"), [(1, 4), (7, 3), (10, 5), (33, 8), (5, 64)])
+@pytest.mark.parametrize(("n", "block"), [(10, 5), *(pytest.param(n, b, marks=pytest.mark.slow)  # 13-19 s each
+                                          for n, b in [(1, 4), (7, 3), (33, 8), (5, 64)])])
 def test_blocked_batch_equals_vmap(ds3: js.Model, h200: js.Hardware, n: int, block: int) -> None:
     ds, bs = zip(*random_cases(ds3, n, 10), strict=True)
     d = jax.tree.map(lambda *x: jnp.stack(x), *ds)

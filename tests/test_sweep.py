@@ -145,6 +145,7 @@ def test_keep_pareto_and_feasible_agree_with_all(ds3: js.Model, h200: js.Hardwar
     assert spill.feasible == par.feasible and spill.valid == par.valid and spill.evaluated == par.evaluated
 
 
+@pytest.mark.slow  # 37 s on 2 cores
 def test_resume_equals_uninterrupted(ds3: js.Model, h200: js.Hardware, small_result, tmp_path: Path) -> None:
     spaces, full = small_result
     part = sw.sweep(spaces, ds3, h200, CHAT, LOOSE, chunk=100, keep="all", checkpoint_dir=tmp_path,

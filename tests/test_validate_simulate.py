@@ -35,6 +35,7 @@ def test_sample_is_seeded_and_only_predicted_rows_are_simulated(simulated: V.Val
     np.testing.assert_array_equal(plain["pred_ttft_ms"].to_numpy(), rows["pred_ttft_ms"].to_numpy())
 
 
+@pytest.mark.slow  # its fixture simulates validation rows: 30 s on 2 cores
 def test_side_by_side_statistics_over_the_same_rows(simulated: V.ValidationResult) -> None:
     rows = simulated.rows
     mask = V.simulated_mask(rows)
