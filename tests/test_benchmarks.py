@@ -12,7 +12,8 @@ BENCH = Path(__file__).parent.parent / "benchmarks"
 
 
 @pytest.mark.parametrize(("script", "extra"), [("step_throughput.py", []),
-                                               ("estimate_throughput.py", ["--archs", "agg,disagg+afd"])])
+                                               pytest.param("estimate_throughput.py", ["--archs", "agg,disagg+afd"],
+                                                            marks=pytest.mark.slow)])  # 15 s on 2 cores
 def test_benchmark_script_runs(script: str, extra: list[str]) -> None:
     out = subprocess.run([sys.executable, str(BENCH / script), "--sizes", "64", "--repeats", "1", "--no-record",
                           *extra], capture_output=True, text=True, timeout=300, check=False)

@@ -98,6 +98,7 @@ def test_estimate_json_every_mode(args: list[str], arch: str, gpus: int | None) 
         assert out["gpus_by_pool"]["prefill"] > 0 and out["ttft_ms"] > 0
 
 
+@pytest.mark.slow  # 17 s on 2 cores
 def test_aiconfigurator_names_and_workload_preset() -> None:
     out = ok_json("estimate", "--json", "--model", "deepseek-ai/DeepSeek-V3", "--system", "h200_sxm")
     assert (out["model"], out["system"]) == ("deepseek-v3", "h200-sxm")

@@ -160,6 +160,7 @@ def test_gradients_finite_for_every_field(model: js.Model, h200: js.Hardware, mo
     assert float(g[3].decode_requests) > 0 and float(g[1].hbm_bytes_per_s) < 0
 
 
+@pytest.mark.slow  # 11 s on 2 cores
 def test_smooth_converges_to_hard(ds3: js.Model, h200: js.Hardware) -> None:
     for d, b in random_cases(ds3, 4, 8):
         hard = float(step(ds3, h200, d, b).total_s)
