@@ -38,16 +38,20 @@ def tile_count(x: ArrayLike, mode: Mode = HARD) -> Array:
     return smooth.ceil(jnp.asarray(x) * (1.0 - 4e-6), mode)
 
 
+def by_precision(operand_bytes: ArrayLike, bf16: ArrayLike, fp8: ArrayLike, fp4: ArrayLike) -> Array:
+    """The value for the operand precision: `bf16` (2 B), `fp8` (1 B) or `fp4` (0.5 B)."""
+    b = jnp.asarray(operand_bytes)
+    return jnp.where(b <= 0.5, fp4, jnp.where(b <= 1.0, fp8, bf16))
+
+
 def peak_flop_per_s(hw: Hardware, operand_bytes: ArrayLike) -> Array:
     """Dense tensor-core peak for operands of `operand_bytes` per element (2 BF16, 1 FP8, 0.5 FP4)."""
-    b = jnp.asarray(operand_bytes)
-    return jnp.where(b <= 0.5, hw.fp4_flop_per_s, jnp.where(b <= 1.0, hw.fp8_flop_per_s, hw.bf16_flop_per_s))
+    return by_precision(operand_bytes, hw.bf16_flop_per_s, hw.fp8_flop_per_s, hw.fp4_flop_per_s)
 
 
 def dtype_scale(operand_bytes: ArrayLike, fp8_scale: ArrayLike, fp4_scale: ArrayLike) -> Array:
     """Factor on a compute fraction by operand precision: 1 for BF16, `fp8_scale` for FP8, `fp4_scale` for FP4."""
-    b = jnp.asarray(operand_bytes)
-    return jnp.where(b <= 0.5, fp4_scale, jnp.where(b <= 1.0, fp8_scale, 1.0))
+    return by_precision(operand_bytes, 1.0, fp8_scale, fp4_scale)
 
 
 def serving_latency_s(hw: Hardware, latency_s: ArrayLike) -> Array:
@@ -165,7 +169,7 @@ def _tiled_call_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows: Array
     w_safe, t_safe = jnp.where(w_sum > 0, w_sum, 1.0), jnp.where(t_sum > 0, t_sum, 1.0)
     work = sum(tiled_gemm_s(hw, flops * w / w_safe, bytes_ * t / t_safe, rows, n, k, wb)
                for w, t, (n, k) in zip(weights, traffic, shapes, strict=True))
-    quant = _quant_bytes(rows, inner, wb) / (hw.hbm_bytes_per_s * jnp.clip(e.gemm_quant_memory_frac, _MIN_EFF, 1.0))
+    quant = memory_pass_s(hw, _quant_bytes(rows, inner, wb), e.gemm_quant_memory_frac)
     calls = sum(jnp.where(w > 0, 1.0, 0.0) for w in weights)
     latency = by_precision(wb, e.gemm_tile_latency_s, e.gemm_fp8_tile_latency_s, e.gemm_fp4_tile_latency_s)
     return work + quant + jnp.where(rows > 0, calls * serving_latency_s(hw, latency), 0.0)
@@ -234,12 +238,6 @@ def grouped_gemm_s(hw: Hardware, flops: ArrayLike, bytes_: ArrayLike, rows_per_e
     cf = saturating_frac(top, rows_per_expert, e.moe_half_tokens)
     work = kernel_s(flops, bytes_, peak_flop_per_s(hw, operand_bytes), hw.hbm_bytes_per_s, cf, e.moe_memory_frac, mode)
     return overlap_latency(work, _latency(hw, operand_bytes, e.moe_latency_s, e.moe_quant_latency_s), e.moe_latency_p)
-
-
-def by_precision(operand_bytes: ArrayLike, bf16: ArrayLike, fp8: ArrayLike, fp4: ArrayLike) -> Array:
-    """The value for the operand precision: `bf16` (2 B), `fp8` (1 B) or `fp4` (0.5 B)."""
-    b = jnp.asarray(operand_bytes)
-    return jnp.where(b <= 0.5, fp4, jnp.where(b <= 1.0, fp8, bf16))
 
 
 def moe_layer_s(hw: Hardware, assignments: ArrayLike, active_experts: ArrayLike, instance_tokens: ArrayLike,
