@@ -235,6 +235,9 @@ def estimate_cmd(
     micro_batches: Annotated[int, Opt(help="AFD micro-batches.")] = 2,
     afd_base: Annotated[str, Opt(help="AFD on an agg or a disagg base.")] = "agg",
     concurrency: Annotated[float | None, Opt(help="Closed-loop load: requests in the system.")] = None,
+    rounds: Annotated[float, Opt(help="With --concurrency: measured requests per client after the clients start "
+                                 "together (the first round is a prefill wave, weight 1/rounds in TTFT); 0 = "
+                                 "steady state.")] = 0,
     request_rate: Annotated[float | None, Opt(help="Open-loop Poisson load, requests/s.")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -245,10 +248,13 @@ def estimate_cmd(
         w, slo = scenario(m, workload, isl, osl, prefix, ttft, tpot)
         if concurrency is not None and request_rate is not None:
             raise SpecError("give either --concurrency or --request-rate, not both")
+        check_rounds(rounds)
+        if rounds and concurrency is None:
+            raise SpecError("--rounds describes a closed-loop benchmark: give it with --concurrency")
         load = Load()
         if concurrency is not None:
             positive("concurrency", concurrency)
-            load = Load("concurrency", concurrency)
+            load = Load("concurrency", concurrency, rounds)
         elif request_rate is not None:
             positive("request-rate", request_rate)
             load = Load("rate", request_rate)
@@ -292,6 +298,13 @@ def estimate_cmd(
 def positive(label: str, value: float) -> None:
     if not value > 0:
         raise SpecError(f"--{label} must be > 0, got {value:g}")
+
+
+def check_rounds(rounds: float) -> None:
+    """`--rounds`: 0 (steady state) or at least one measured request per client."""
+    if not (rounds == 0 or rounds >= 1) or rounds != rounds or rounds == float("inf"):
+        raise SpecError(f"--rounds must be 0 (steady state) or a finite number ≥ 1 of measured requests per client, "
+                        f"got {rounds:g}")
 
 
 def scenario(m: presets.Model, workload: str | None, isl: float | None, osl: float | None, prefix: float | None,

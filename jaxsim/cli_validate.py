@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jaxsim import validate as V
-from jaxsim.cli import print_json, user_errors
+from jaxsim.cli import check_rounds, print_json, user_errors
 from jaxsim.presets import SpecError
 
 Opt = typer.Option
@@ -95,23 +95,27 @@ def validate_cmd(
                                                "with --seed (about a second per row on a CPU) [default: all].")]
     = None,
     seed: Annotated[int, Opt(help="Seed of the --simulate-sample draw.")] = 0,
+    rounds: Annotated[float, Opt(help="Measured requests per client after the clients' synchronised start (the "
+                                 "first round is a prefill wave); 0 = steady state only.")] = V.BENCH_ROUNDS,
 ) -> None:
     """Predict every row of AIConfigurator's measured deployments (agg and disagg) and report the error."""
     with user_errors():
+        check_rounds(rounds)
         path = data if data is not None else default_data()
         df = V.load_silicon(path)
         configs = model_configs if model_configs is not None else V.default_model_configs(path)
         if configs is not None and not configs.is_dir():
             raise SpecError(f"--model-configs {configs}: not a folder")
         result = V.validate(df, model_configs=configs, simulate=simulate, simulate_sample=simulate_sample,
-                            seed=seed)
+                            seed=seed, rounds=rounds)
         errors = result.errors()
         counts = result.counts()
         out.mkdir(parents=True, exist_ok=True)
         result.write_predictions(out / "predictions.csv")
         result.rows.to_csv(out / "details.csv", index=False)
         errors.to_csv(out / "errors.csv", index=False)
-        summary = _finite({"data": str(path), "model_configs": str(configs) if configs else None, **counts,
+        summary = _finite({"data": str(path), "model_configs": str(configs) if configs else None, "rounds": rounds,
+                           **counts,
                            "errors": errors.to_dict("records")})
         both = None
         if simulate:

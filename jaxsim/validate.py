@@ -3,8 +3,13 @@ its columns) of real agg and disagg deployments with measured TTFT and TPOT.
 
 Each row becomes the configuration `jaxsim estimate` builds from the same flags (same `Deployment` fields,
 same `check_deployment`, same `estimate`, the CLI's default chunk and SLO) under the row's measured load,
-`Load("concurrency", N)` with N from the free-text `silicon_concurrency=N`. Rows that cannot be modelled
-are skipped with a reason, never bent to fit. The rules, in the order they are applied:
+`Load("concurrency", N, rounds=BENCH_ROUNDS)` with N from the free-text `silicon_concurrency=N` (= `jaxsim
+estimate --concurrency N --rounds 20`). The sample does not record its benchmark command; `BENCH_ROUNDS`
+takes AIConfigurator's own benchmark template (`generator/config/backend_templates/benchmark/bench_run.sh.j2`:
+aiperf `--concurrency N --num-requests 20 N --warmup-request-count 2 N`, ISL/OSL fixed, `ignore_eos`), and
+aiperf starts the measured phase only after every warm-up response has returned, so the N clients send
+their first measured requests together: TTFT is the mean over 20 rounds whose first is a prefill wave.
+Rows that cannot be modelled are skipped with a reason, never bent to fit. The rules, in the order they are applied:
 
 - `no_concurrency`: the free text holds no `silicon_concurrency=N`; `unknown_mode`: neither agg nor disagg.
 - `unknown_system`: `load_hardware` knows no preset or alias for the system (e.g. b300_sxm, gb300).
@@ -123,6 +128,7 @@ KV_FP8_PRECISIONS = ("fp8", "fp4")
 BF16_KV_CHECKPOINTS = ("openai/gpt-oss",)  # AIConfigurator's mxfp4 profile keeps the KV cache in BF16
 
 AGG_CHUNK = 8192.0  # `jaxsim estimate --ctx-tokens` default
+BENCH_ROUNDS = 20.0  # measured requests per client after a synchronised start (module docstring)
 DEFAULT_SLO = SLO(ttft_s=2.0, tpot_s=0.05)  # `jaxsim estimate` defaults; they do not change TTFT or TPOT
 
 
@@ -140,7 +146,7 @@ class Framework:
 # Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
 # calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
 # the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
-FRAMEWORKS = {"vllm": Framework(1.0, 0.025), "trtllm": Framework(1.0, 0.040), "sglang": Framework(0.0, 0.101)}
+FRAMEWORKS = {"vllm": Framework(1.0, 0.020), "trtllm": Framework(1.0, 0.036), "sglang": Framework(0.0, 0.101)}
 OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
 
 
@@ -355,10 +361,12 @@ def agg_workers(concurrency: float, batch: float, dp: float) -> float:
 
 
 def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
-                    frameworks: Mapping[str, Framework] = FRAMEWORKS) -> Scenario | SkipReason:
+                    frameworks: Mapping[str, Framework] = FRAMEWORKS,
+                    rounds: float = BENCH_ROUNDS) -> Scenario | SkipReason:
     """The (model, hw, config, workload, slo, load) `jaxsim estimate` would evaluate for one CSV row, or
     why the row cannot be modelled. `row` needs the `COLUMNS` and `concurrency` (see `load_silicon`);
-    `frameworks` maps the `backend` column to its scheduler and overhead (unknown: `Framework()`)."""
+    `frameworks` maps the `backend` column to its scheduler and overhead (unknown: `Framework()`);
+    `rounds` is `Load.rounds` (0: the steady state without the synchronised first round)."""
     catalog = catalog if catalog is not None else Catalog()
     conc = _num(row.get("concurrency"))
     if conc is None:
@@ -406,7 +414,7 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
         cfg = DisaggConfig(pre, dec, prefill_batch=sizes["prefill_batch_size"],
                            decode_batch=sizes["decode_batch_size"], prefill_workers=sizes["prefill_num_workers"],
                            decode_workers=sizes["decode_num_workers"], request_overhead_s=fw.request_overhead_s)
-    return Scenario(m, hw, cfg, w, DEFAULT_SLO, Load("concurrency", conc))
+    return Scenario(m, hw, cfg, w, DEFAULT_SLO, Load("concurrency", conc, rounds))
 
 
 def scenario_key(s: Scenario) -> tuple:
@@ -580,7 +588,8 @@ class ValidationResult:
 
 def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: str | Path | None = None,
              frameworks: Mapping[str, Framework] = FRAMEWORKS, simulate: bool = False,
-             simulate_sample: int | None = None, simulate_rounds: int = 3, seed: int = 0) -> ValidationResult:
+             simulate_sample: int | None = None, simulate_rounds: int = 3, seed: int = 0,
+             rounds: float = BENCH_ROUNDS) -> ValidationResult:
     """Predict every modellable row of a silicon table (from `load_silicon`) and label every other one.
 
     Args:
@@ -594,11 +603,13 @@ def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: st
         simulate_sample: simulate only this many predicted rows, drawn with `seed` (the simulator costs about
             a second per row on a CPU); None simulates them all.
         simulate_rounds: requests per simulated client (the first and last round are left out of the means).
+        rounds: measured requests per client after the clients' synchronised start (`Load.rounds`; default
+            `BENCH_ROUNDS`, 0 for the steady state alone).
     """
     catalog = catalog if catalog is not None else Catalog(model_configs)
     n = len(df)
     records = df.to_dict("records")
-    parsed = [row_to_scenario(r, catalog, frameworks) for r in records]
+    parsed = [row_to_scenario(r, catalog, frameworks, rounds) for r in records]
     status = np.array([p.reason if isinstance(p, SkipReason) else OK for p in parsed], dtype=object)
     detail = np.array([p.detail if isinstance(p, SkipReason) else "" for p in parsed], dtype=object)
 

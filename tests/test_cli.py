@@ -125,6 +125,9 @@ def test_aiconfigurator_names_and_workload_preset() -> None:
         (["--mode", "afd"], ["--attn-gpus"]),
         (["--mode", "nope"], ["--mode", "nope"]),
         (["--concurrency", "8", "--request-rate", "1"], ["--concurrency", "--request-rate"]),
+        (["--rounds", "20"], ["--rounds", "--concurrency"]),
+        (["--concurrency", "8", "--rounds", "-1"], ["--rounds", "≥ 1"]),
+        (["--concurrency", "8", "--rounds", "0.5"], ["--rounds", "≥ 1"]),
         (["--batch-size", "0"], ["--batch-size"]),
     ],
 )

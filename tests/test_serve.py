@@ -706,6 +706,46 @@ def test_prefill_apart_from_decode_waits_behind_its_group(ds3: js.Model, h200: j
     assert f(sat.ttft_s) == approx(t_one)
 
 
+def test_measured_first_round_is_a_wave_weighted_by_the_rounds(ds3: js.Model, h200: js.Hardware) -> None:
+    """Concurrency 256 on DP8 with prefill mixed into the decodes: in steady state each 8192-token sub-group
+    of a rank's 32 prompts has its own burst (TTFT = one burst). When the measurement starts with the clients
+    sending together, the first round prefills the rank's 32 × 1024 tokens as 4 bursts back to back: prompts
+    wait 0, 1, 2, 3 bursts behind the others, 1.5 on average, which the mean over R rounds counts once."""
+    cfg = AggConfig(EP8, batch=64.0, chunk=8192.0)
+    t_mix = f(step(ds3, h200, EP8, burst(SHORT, 32.0, 8192.0)).total_s)
+    steady = est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 256.0))
+    assert f(steady.ttft_s) == approx(t_mix)
+    for rounds in (1.0, 4.0, 20.0):
+        r = est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 256.0, rounds))
+        assert f(r.ttft_s) == approx(t_mix + 1.5 * t_mix / rounds)
+        assert f(r.tpot_s) == approx(f(steady.tpot_s))  # the wave changes TTFT only
+        assert f(r.requests_per_s) == approx(f(steady.requests_per_s))
+    # A group that fits one burst (6 × 1024 ≤ 8192 per rank) has nobody to wait behind.
+    small = [est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 48.0, rounds)) for rounds in (0.0, 20.0)]
+    assert f(small[1].ttft_s) == approx(f(small[0].ttft_s))
+    # Prefill apart from decode (SGLang) already waits behind its group every round: rounds change nothing.
+    apart = AggConfig(EP8, batch=64.0, chunk=8192.0, mixed_prefill=0.0)
+    both = [est(ds3, h200, apart, SHORT, LOOSE, Load("concurrency", 256.0, rounds)) for rounds in (0.0, 20.0)]
+    assert f(both[1].ttft_s) == approx(f(both[0].ttft_s))
+    # Other loads have no synchronised start.
+    for load in (Load(rounds=20.0), Load("rate", 1.0, 20.0)):
+        assert f(est(ds3, h200, cfg, SHORT, LOOSE, load).ttft_s) == approx(
+            f(est(ds3, h200, cfg, SHORT, LOOSE, Load(load.kind, load.value)).ttft_s))
+
+
+def test_pd_first_round_queues_each_prefill_ranks_share(ds3: js.Model, h200: js.Hardware) -> None:
+    """P/D, 2 prefill instances of DP8 (16 ranks, 1 prompt per iteration), 4 decode instances with room for
+    all, concurrency 64: in the synchronised first round each rank gets 4 prompts and runs them one after
+    another, so they wait 0, 1, 2, 3 prefill iterations, 1.5 on average; over R rounds that adds 1.5 t_p / R."""
+    cfg = DisaggConfig(EP8, EP8, prefill_batch=1.0, decode_batch=64.0, prefill_workers=2.0, decode_workers=4.0)
+    t_p = f(step(ds3, h200, EP8, prefill_only(SHORT, 1.0)).total_s)
+    steady = est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 64.0))
+    for rounds in (1.0, 20.0):
+        r = est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 64.0, rounds))
+        assert f(r.ttft_s) - f(steady.ttft_s) == approx(1.5 * t_p / rounds, rel=1e-4)
+        assert f(r.tpot_s) == approx(f(steady.tpot_s))
+
+
 def test_bursty_prefill_is_cheaper_than_spread_for_a_small_moe_batch(ds3: js.Model, h200: js.Hardware) -> None:
     """Jensen on expert-weight traffic: 2 requests per rank with 1024-token prompts and 128-token outputs.
     Spreading 2 × 1024 / 128 = 16 prompt tokens over every iteration makes each one touch far more experts

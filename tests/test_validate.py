@@ -151,14 +151,15 @@ def test_validate_statistics_match_its_predictions(result: V.ValidationResult) -
 
 ESTIMATE_FLAGS = {
     "tiny_ds_agg_c256": ["--model", "deepseek-ai/DeepSeek-V3", "--isl", "1024", "--osl", "1024", "--tp", "1",
-                         "--dp", "8", "--moe-tp", "1", "--moe-ep", "8", "--batch-size", "32", "--concurrency", "256"],
+                         "--dp", "8", "--moe-tp", "1", "--moe-ep", "8", "--batch-size", "32", "--concurrency", "256",
+                         "--rounds", "20"],
     "tiny_ds_disagg_c64": ["--mode", "disagg", "--model", "deepseek-ai/DeepSeek-V3", "--isl", "8192", "--osl", "1024",
                            "--prefill-tp", "1", "--prefill-dp", "8", "--prefill-moe-tp", "1", "--prefill-moe-ep", "8",
                            "--prefill-batch-size", "1", "--prefill-workers", "2", "--decode-tp", "1", "--decode-dp",
                            "8", "--decode-moe-tp", "1", "--decode-moe-ep", "8", "--decode-batch-size", "8",
-                           "--decode-workers", "1", "--concurrency", "64"],
+                           "--decode-workers", "1", "--concurrency", "64", "--rounds", "20"],
     "tiny_qwen3_32b_4_workers": ["--model", "Qwen/Qwen3-32B", "--isl", "2048", "--osl", "256", "--tp", "2", "--dp",
-                                 "1", "--batch-size", "16", "--workers", "4", "--concurrency", "64",
+                                 "1", "--batch-size", "16", "--workers", "4", "--concurrency", "64", "--rounds", "20",
                                  "--gemm-quant", "bf16", "--moe-quant", "bf16", "--kv-quant", "bf16"],
 }
 
@@ -193,6 +194,18 @@ def test_framework_fields_follow_the_backend(result: V.ValidationResult, neutral
         assert isinstance(s, V.Scenario)
         assert float(s.config.mixed_prefill) == mixed  # type: ignore[union-attr]
         assert float(s.config.request_overhead_s) == pytest.approx(overhead)
+
+
+def test_rows_are_read_as_the_benchmark_template_runs_them() -> None:
+    """Every row's closed loop counts the clients' synchronised first round in 20 measured rounds (AIConfigurator's
+    benchmark template); `rounds=0` asks for the steady state alone."""
+    row = V.load_silicon(TINY).set_index("id").loc["tiny_qwen3_agg_c16"].to_dict()
+    row["id"] = "tiny_qwen3_agg_c16"
+    for rounds in (V.BENCH_ROUNDS, 0.0):
+        s = V.row_to_scenario(row, V.Catalog(), rounds=rounds)
+        assert isinstance(s, V.Scenario)
+        assert (s.load.kind, float(s.load.value), float(s.load.rounds)) == ("concurrency", 16.0, rounds)
+    assert V.BENCH_ROUNDS == 20.0
 
 
 def test_overhead_split_is_declared_and_small() -> None:

@@ -26,7 +26,8 @@ models at small batch (dense models are nearly linear and see no difference).
 TPOT = time per decode step / a. TTFT = `request_overhead_s` (HTTP, tokenisation, scheduling and
 streaming the first token: a constant of the serving framework) + queueing + ceil(input / chunk)
 prefill-carrying iterations (+ the wait behind the rest of its group when a synchronised closed loop
-meets a scheduler that runs prefill apart: `queueing.wave_iterations`).
+meets a scheduler that runs prefill apart, every round, or mixes it in, in the measured first round only:
+`queueing.wave_iterations`, `queueing.first_round_share`).
 Throughput = groups × batch × a / time per decode step, where a group is one DP rank of one instance
 (× pp with pipeline parallelism, which keeps pp groups in flight); per GPU ÷ all GPUs of the instances.
 """
@@ -47,6 +48,7 @@ from jaxsim.serve.queueing import (
     SATURATION,
     Load,
     admitted_prompts,
+    first_round_share,
     queue_wait,
     running_batch,
     served_rate,
@@ -164,8 +166,10 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     chunks = smooth.ceil(w.input_tokens / cfg.chunk, mode)
     # A prefill server (one group) spends input/chunk of an iteration's budget on each prompt.
     wait, overload = queue_wait(load, groups * batch_cap, capacity, w.input_tokens / cfg.chunk * full_s, groups)
-    # With prefill apart from decode, a synchronised group is prefilled back to back every round.
-    wave = wave_iterations(load, k * iters_per_request, chunks, mode) * (1.0 - mix) * burst.total_s
+    # A synchronised group is prefilled back to back every round with prefill apart from decode, and in the
+    # first round (weight `first_round_share`) with prefill mixed into the decodes.
+    rounds_with_wave = (1.0 - mix) + mix * first_round_share(load)
+    wave = wave_iterations(load, k * iters_per_request, chunks, mode) * rounds_with_wave * burst.total_s
     ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait
     gpus = cfg.workers * d.gpus
     mem_frac = jnp.maximum(dec.memory_bytes, burst.memory_bytes) / Mem.usable_bytes_per_gpu(hw)

@@ -15,7 +15,9 @@ TTFT = `request_overhead_s` (the framework's fixed per-request time: HTTP, token
 streaming) + queueing + the prefill iteration + the KV transfer + one decode step (the decode instance
 admits the request at its next iteration and emits the first token with it). Under a closed loop the
 queueing is at least what the slower pool imposes (`queueing.bottleneck_wait`), so the model's own
-numbers obey Little's law. TPOT = decode iteration latency / a.
+numbers obey Little's law; when the measurement includes the clients' synchronised start
+(`Load.rounds` > 0), its first round adds the wait of each prefill rank's share of the N prompts in
+prefill batches, weighted 1 / rounds (`queueing.first_round_share`). TPOT = decode iteration latency / a.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from jaxsim.cost import flops as F
 from jaxsim.cost import memory as Mem
 from jaxsim.serve.agg import decode_batch, pool_mfu
 from jaxsim.serve.metrics import Breakdown, Metrics, assemble
-from jaxsim.serve.queueing import SATURATION, Load, bottleneck_wait, queue_wait, running_batch, served_rate
+from jaxsim.serve.queueing import (
+    SATURATION,
+    Load,
+    bottleneck_wait,
+    first_round_share,
+    queue_wait,
+    running_batch,
+    served_rate,
+    wave_iterations,
+)
 from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import SLO, Deployment, Hardware, Model, StepBatch, Workload, _num
 from jaxsim.step import StepCost, step_cost
@@ -133,7 +144,9 @@ def compose_pd(m: Model, hw: Hardware, prefill: Deployment, prefill_batch: Array
     wait, overload = queue_wait(load, w_d * pool.slots, capacity, pre.interval_s / (prefill.dp * prefill_batch), w_p)
     unqueued = request_overhead_s + pre.total_s + kv_transfer_s(m, hw, prefill, pool.gpus, w) + pool.tpot_s
     wait = jnp.maximum(wait, bottleneck_wait(load, capacity, unqueued + (w.output_tokens - 1.0) * pool.tpot_s, mode))
-    ttft = wait + unqueued
+    # A measured synchronised start: each prefill rank's share of the N prompts queues in prefill batches.
+    first_wave = wave_iterations(load, load.value / (w_p * prefill.dp * prefill_batch), 1.0, mode) * pre.interval_s
+    ttft = wait + unqueued + first_round_share(load) * first_wave
     pre_mem = pre.memory_bytes / Mem.usable_bytes_per_gpu(hw)
     mem_frac = jnp.maximum(pre_mem, pool.memory_frac)
     mfu = (w_p * prefill.gpus * pool_mfu(pre, hw, prefill) + w_d * pool.gpus * pool.mfu) / gpus

@@ -10,12 +10,18 @@ Three loads (`Load.kind`, static):
   requests of equal lengths (benchmark tools such as aiperf / genai-perf `--concurrency N` with fixed
   ISL / OSL and `ignore_eos`), so requests that were admitted together finish together and their
   successors arrive together: a rank's prompts arrive as one group each round and are prefilled in the
-  same iteration(s) (`admitted_prompts`). After the first round (benchmarks discard it as warm-up) each
-  group is admitted as it arrives; a group larger than the prefill budget splits into budget-sized groups
-  that keep their spacing, so no request waits behind another group's prefill — when prefill chunks ride
-  with the decodes. A scheduler that runs prefill batches apart and first (SGLang's default) starts every
-  sub-group's decodes only after the group's last prefill batch, so the whole group finishes and returns
-  together each round and its prompts queue behind each other (`wave_iterations`).
+  same iteration(s) (`admitted_prompts`). After the first round each group is admitted as it arrives; a
+  group larger than the prefill budget splits into budget-sized groups that keep their spacing, so no
+  request waits behind another group's prefill — when prefill chunks ride with the decodes. A scheduler
+  that runs prefill batches apart and first (SGLang's default) starts every sub-group's decodes only after
+  the group's last prefill batch, so the whole group finishes and returns together each round and its
+  prompts queue behind each other (`wave_iterations`).
+  The first round is such a wave for every scheduler: all N prompts arrive at once and queue behind each
+  other's prefill. `Load.rounds` says whether the reported TTFT includes it: 0 (default) is the steady
+  state after it; R > 0 is the mean over R measured requests per client that start together, the first of
+  them the wave (`first_round_share` = 1 / R). Benchmark tools start the measured phase that way: aiperf
+  waits for every warm-up response before it starts profiling, so its N clients send their first measured
+  requests together, and AIConfigurator's benchmark template sends `--num-requests 20 N` (R = 20).
 - `rate` λ (open loop, Poisson arrivals, requests/s): the running batch follows Little's law,
   batch = λ/ranks × (iterations per request) × (iteration time at the configured batch) — one
   fixed-point step from the full batch, so an upper bound —, capped at the configured batch. Prompts
@@ -41,10 +47,15 @@ RHO_CAP = 0.99
 
 
 class Load(eqx.Module):
-    """Offered load: `kind` in LOAD_KINDS; `value` = concurrency (requests) or rate (requests/s)."""
+    """Offered load: `kind` in LOAD_KINDS; `value` = concurrency (requests) or rate (requests/s).
+
+    `rounds` (closed loop only): measured requests per client after a synchronised start, whose first round
+    is a prefill wave the mean TTFT includes with weight 1 / rounds; 0 (default) reports the steady state.
+    """
 
     kind: str = eqx.field(static=True, default="saturation")
     value: Array = _num(0.0)
+    rounds: Array = _num(0.0)
 
     def __check_init__(self) -> None:
         if self.kind not in LOAD_KINDS:
@@ -92,6 +103,15 @@ def wave_iterations(load: Load, group_iterations: ArrayLike, own_iterations: Arr
     if load.kind == "concurrency":
         return 0.5 * smooth.relu(group_iterations - own_iterations, mode)
     return jnp.zeros_like(group_iterations)
+
+
+def first_round_share(load: Load) -> Array:
+    """Weight of the synchronised first round in the mean TTFT: 1 / `rounds` under a closed loop whose
+    measurement includes its start (`rounds` > 0), else 0."""
+    rounds = jnp.asarray(load.rounds)
+    if load.kind == "concurrency":
+        return jnp.where(rounds > 0.0, 1.0 / jnp.maximum(rounds, 1.0), 0.0)
+    return jnp.zeros_like(rounds)
 
 
 def bottleneck_wait(load: Load, capacity_rps: ArrayLike, unqueued_latency_s: ArrayLike, mode: Mode = HARD) -> Array:
