@@ -394,6 +394,7 @@ def test_framework_calibration_falls_back_to_the_default() -> None:
 # ---- CLI ----
 
 
+@pytest.mark.slow  # 13 s on 2 cores; the same fit and write run by default in test_calibrate_from_csv_writes_a_loadable_file
 def test_cli_calibrate_from_csv(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["calibrate", "--system", "h200-sxm", "--data", str(DATA / "kernels_tiny.csv"),
                                  "--out", str(tmp_path), "--steps", "5", "--framework", "vllm"])
