@@ -73,7 +73,9 @@ def test_estimate_table() -> None:
         (["--mode", "agg"], "agg", 8),
         (["--mode", "disagg"], "disagg", None),
         (["--mode", "afd", "--attn-gpus", "8", "--ffn-gpus", "8"], "agg+afd", 16),
-        (["--mode", "afd", "--attn-gpus", "8", "--ffn-gpus", "8", "--afd-base", "disagg"], "disagg+afd", None),
+        # P/D + AFD composes the two tested above (library: tests/test_serve.py); -m slow keeps the default run short.
+        pytest.param(["--mode", "afd", "--attn-gpus", "8", "--ffn-gpus", "8", "--afd-base", "disagg"], "disagg+afd",
+                     None, marks=pytest.mark.slow),
     ],
 )
 def test_estimate_json_every_mode(args: list[str], arch: str, gpus: int | None) -> None:

@@ -211,14 +211,19 @@ def test_design_space_errors() -> None:
 runner = CliRunner()
 
 
-def test_cli_sweep_json_and_files(tmp_path: Path) -> None:
+# The AFD modes compile two more architectures (34 s on 2 cores in all): they run with -m slow; agg+afd sweeps are
+# checked by default at the library level (small_result).
+@pytest.mark.parametrize(("modes", "archs"), [("agg", {"agg"}),
+                                               pytest.param("agg,afd", {"agg", "agg+afd", "disagg+afd"},
+                                                            marks=pytest.mark.slow)])
+def test_cli_sweep_json_and_files(tmp_path: Path, modes: str, archs: set[str]) -> None:
     out = tmp_path / "s"
-    res = runner.invoke(app, ["sweep", "--modes", "agg,afd", "--total-gpus", "16", "--ttft", "3000", "--tpot", "80",
+    res = runner.invoke(app, ["sweep", "--modes", modes, "--total-gpus", "16", "--ttft", "3000", "--tpot", "80",
                               "--out", str(out), "--json", "--csv"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["configs_evaluated"] > 1000 and data["elapsed_s"] > 0
-    assert set(data["best"]) == {"agg", "agg+afd", "disagg+afd"}
+    assert set(data["best"]) == archs
     best = data["best"]["agg"]
     for key in ("ttft_ms", "tpot_ms", "tokens_per_s_per_gpu", "tokens_per_s_per_user", "request_latency_ms",
                 "memory_gib_per_gpu", "feasible", "reason", "breakdown_ms", "config"):
