@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -302,7 +303,7 @@ def positive(label: str, value: float) -> None:
 
 def check_rounds(rounds: float) -> None:
     """`--rounds`: 0 (steady state) or at least one measured request per client."""
-    if not (rounds == 0 or rounds >= 1) or rounds != rounds or rounds == float("inf"):
+    if not (rounds == 0 or 1 <= rounds < math.inf):  # NaN fails both
         raise SpecError(f"--rounds must be 0 (steady state) or a finite number ≥ 1 of measured requests per client, "
                         f"got {rounds:g}")
 
