@@ -23,6 +23,7 @@ from jaxsim import presets
 from jaxsim.presets import SpecError
 from jaxsim.serve import AFDConfig, AggConfig, DisaggConfig, Load, architecture, estimate
 from jaxsim.serve.estimate import Config
+from jaxsim.serve.queueing import ARRIVALS
 from jaxsim.serve.report import metrics_report
 from jaxsim.spec import SLO, Deployment, Hardware, StepBatch, Workload
 from jaxsim.step import BREAKDOWN, StepCost, step_cost
@@ -239,6 +240,9 @@ def estimate_cmd(
     rounds: Annotated[float, Opt(help="With --concurrency: measured requests per client after the clients start "
                                  "together (the first round is a prefill wave, weight 1/rounds in TTFT); 0 = "
                                  "steady state.")] = 0,
+    arrivals: Annotated[str, Opt(help="With --concurrency: 'grouped' (requests of equal lengths re-form the same "
+                                 "groups every round) or 'spread' (random lengths: after the first round requests "
+                                 "arrive apart).")] = "grouped",
     request_rate: Annotated[float | None, Opt(help="Open-loop Poisson load, requests/s.")] = None,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
@@ -252,10 +256,14 @@ def estimate_cmd(
         check_rounds(rounds)
         if rounds and concurrency is None:
             raise SpecError("--rounds describes a closed-loop benchmark: give it with --concurrency")
+        if arrivals not in ARRIVALS:
+            raise SpecError(f"--arrivals must be one of {', '.join(ARRIVALS)}, got {arrivals!r}")
+        if arrivals != "grouped" and concurrency is None:
+            raise SpecError("--arrivals describes a closed-loop benchmark: give it with --concurrency")
         load = Load()
         if concurrency is not None:
             positive("concurrency", concurrency)
-            load = Load("concurrency", concurrency, rounds)
+            load = Load("concurrency", concurrency, rounds, arrivals=arrivals)
         elif request_rate is not None:
             positive("request-rate", request_rate)
             load = Load("rate", request_rate)

@@ -130,6 +130,8 @@ def test_aiconfigurator_names_and_workload_preset() -> None:
         (["--rounds", "20"], ["--rounds", "--concurrency"]),
         (["--concurrency", "8", "--rounds", "-1"], ["--rounds", "≥ 1"]),
         (["--concurrency", "8", "--rounds", "0.5"], ["--rounds", "≥ 1"]),
+        (["--concurrency", "8", "--arrivals", "random"], ["--arrivals", "grouped", "spread", "random"]),
+        (["--arrivals", "spread"], ["--arrivals", "--concurrency"]),
         (["--batch-size", "0"], ["--batch-size"]),
     ],
 )

@@ -733,6 +733,39 @@ def test_measured_first_round_is_a_wave_weighted_by_the_rounds(ds3: js.Model, h2
             f(est(ds3, h200, cfg, SHORT, LOOSE, Load(load.kind, load.value)).ttft_s))
 
 
+def test_spread_arrivals_prefill_one_prompt_per_burst_after_a_first_round_wave(ds3: js.Model,
+                                                                                h200: js.Hardware) -> None:
+    """Concurrency 256 on DP8 with random lengths (`arrivals="spread"`): after the first round a rank's 32
+    requests arrive one by one, each just after the iteration its predecessor finished in has started, so it
+    waits for that decode iteration and is then prefilled alone beside the 32 decodes (1024 tokens; 32 × 1024 /
+    256 = 128 per decode step on average, so 1 / 8 of the steps carry one). The first round is still a wave:
+    32 × 1024 tokens in 4 full 8192-token bursts, 1.5 bursts of waiting on average, counted once in R rounds,
+    the round in which nobody waits for an iteration in flight."""
+    cfg = AggConfig(EP8, batch=64.0, chunk=8192.0)
+    t_dec = f(step(ds3, h200, EP8, decode_only(SHORT, 32.0)).total_s)
+    t_one = f(step(ds3, h200, EP8, burst(SHORT, 32.0, 1024.0)).total_s)
+    t_group = f(step(ds3, h200, EP8, burst(SHORT, 32.0, 8192.0)).total_s)
+    for rounds in (0.0, 1.0, 10.0):
+        r = est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 256.0, rounds, arrivals="spread"))
+        share = 1.0 / rounds if rounds else 0.0
+        assert f(r.ttft_s) == approx(t_one + (1.0 - share) * t_dec + share * 1.5 * t_group)
+        assert f(r.tpot_s) == approx(t_dec + 0.125 * (t_one - t_dec))
+    # Prefill apart from decode (SGLang): no group wave every round any more, only in the first.
+    apart = AggConfig(EP8, batch=64.0, chunk=8192.0, mixed_prefill=0.0)
+    t_alone = f(step(ds3, h200, EP8, prefill_only(SHORT, 1.0)).total_s)
+    t_alone_group = f(step(ds3, h200, EP8, prefill_only(SHORT, 8.0)).total_s)
+    for rounds in (0.0, 10.0):
+        r = est(ds3, h200, apart, SHORT, LOOSE, Load("concurrency", 256.0, rounds, arrivals="spread"))
+        share = 1.0 / rounds if rounds else 0.0
+        assert f(r.ttft_s) == approx(t_alone + (1.0 - share) * t_dec + share * 1.5 * t_alone_group, rel=1e-4)
+    # One client: nobody else keeps the engine busy, nobody to wave with.
+    one = AggConfig(dep(tp=8, ep=8), batch=64.0, chunk=8192.0)
+    alone = est(ds3, h200, one, SHORT, LOOSE, Load("concurrency", 1.0, 10.0, arrivals="spread"))
+    assert f(alone.ttft_s) == approx(f(step(ds3, h200, dep(tp=8, ep=8), burst(SHORT, 1.0, 1024.0)).total_s))
+    with pytest.raises(ValueError, match="arrivals"):
+        Load("concurrency", 8.0, arrivals="together")
+
+
 def test_pd_first_round_queues_each_prefill_ranks_share(ds3: js.Model, h200: js.Hardware) -> None:
     """P/D, 2 prefill instances of DP8 (16 ranks, 1 prompt per iteration), 4 decode instances with room for
     all, concurrency 64: in the synchronised first round each rank gets 4 prompts and runs them one after

@@ -10,9 +10,10 @@ its KV lengths spread uniformly over [prefix + input, prefix + input + output].
 
 Prefill is bursty, not spread: a scheduler admits waiting prompts into the next iteration up to the
 chunk budget, so a few iterations carry `P` prefill tokens each and the others are decode-only.
-`P` = the prompts admitted together (`admitted_prompts`: one prompt's chunk under saturation or
-open-loop arrivals; under a closed loop of N synchronised clients with equal lengths, all of a rank's
-running requests arrive together and re-form the same groups every round) × min(input, chunk), at
+`P` = the prompts admitted together (`admitted_prompts`: one prompt's chunk under saturation, open-loop
+arrivals or a closed loop whose requests arrive apart; under a closed loop of N synchronised clients with
+equal lengths, all of a rank's running requests arrive together and re-form the same groups every round) ×
+min(input, chunk), at
 least the spread-out mean and at most the chunk. Per `output / a` decode steps a rank runs
 `k = batch × input / P` prefill-carrying iterations:
 
@@ -26,8 +27,11 @@ models at small batch (dense models are nearly linear and see no difference).
 TPOT = time per decode step / a. TTFT = `request_overhead_s` (HTTP, tokenisation, scheduling and
 streaming the first token: a constant of the serving framework) + queueing + ceil(input / chunk)
 prefill-carrying iterations (+ the wait behind the rest of its group when a synchronised closed loop
-meets a scheduler that runs prefill apart, every round, or mixes it in, in the measured first round only:
-`queueing.wave_iterations`, `queueing.first_round_share`).
+meets a scheduler that runs prefill apart, every round, or mixes it in, in the measured first round only;
+when the requests arrive apart after the first round, only that round's wave, whose bursts pack whole groups
+into the chunk budget: `queueing.wave_iterations`, `queueing.first_round_share`; and in the rounds after it
+the decode iteration in flight when the request arrives: its predecessor finished as that iteration began,
+and the other clients' requests keep the engine busy whenever the instance has more than one).
 Throughput = groups × batch × a / time per decode step, where a group is one DP rank of one instance
 (× pp with pipeline parallelism, which keeps pp groups in flight); per GPU ÷ all GPUs of the instances.
 """
@@ -166,11 +170,26 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     chunks = smooth.ceil(w.input_tokens / cfg.chunk, mode)
     # A prefill server (one group) spends input/chunk of an iteration's budget on each prompt.
     wait, overload = queue_wait(load, groups * batch_cap, capacity, w.input_tokens / cfg.chunk * full_s, groups)
-    # A synchronised group is prefilled back to back every round with prefill apart from decode, and in the
-    # first round (weight `first_round_share`) with prefill mixed into the decodes.
-    rounds_with_wave = (1.0 - mix) + mix * first_round_share(load)
-    wave = wave_iterations(load, k * iters_per_request, chunks, mode) * rounds_with_wave * burst.total_s
-    ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait
+    # A synchronised group is prefilled back to back in the first round (weight `first_round_share`), and
+    # every round when the groups re-form and prefill runs apart from decode.
+    share = first_round_share(load)
+    if load.grouped or load.kind != "concurrency":
+        wave_burst, group_bursts = burst, k * iters_per_request
+        rounds_with_wave = (1.0 - mix) + mix * share
+    else:  # arrivals spread after the first round: its wave packs whole groups into the chunk budget
+        group_tokens = prefill_burst_tokens(w, running, jnp.maximum(running, 1.0), iters_per_request, cfg.chunk,
+                                            mode)
+        wave_burst = step_cost(m, hw, d, burst_batch(w, running, group_tokens, mix), mode)
+        group_bursts = running * w.input_tokens / group_tokens
+        rounds_with_wave = share
+    wave = wave_iterations(load, group_bursts, chunks, mode) * rounds_with_wave * wave_burst.total_s
+    # Requests arriving apart land in an iteration in flight (their predecessor finished at its start, the
+    # others keep the engine busy): they wait for it to end before their prefill starts.
+    in_flight = 0.0
+    if load.kind == "concurrency" and not load.grouped:
+        busy = jnp.clip(load.value / cfg.workers - 1.0, 0.0, 1.0)
+        in_flight = busy * (1.0 - share) * dec.total_s
+    ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait + in_flight
     gpus = cfg.workers * d.gpus
     mem_frac = jnp.maximum(dec.memory_bytes, burst.memory_bytes) / Mem.usable_bytes_per_gpu(hw)
     return assemble(ttft_s=ttft, tpot_s=tpot, requests_per_s=requests_per_s, gpus=gpus, output_tokens=w.output_tokens,

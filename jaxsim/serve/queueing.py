@@ -22,6 +22,13 @@ Three loads (`Load.kind`, static):
   them the wave (`first_round_share` = 1 / R). Benchmark tools start the measured phase that way: aiperf
   waits for every warm-up response before it starts profiling, so its N clients send their first measured
   requests together, and AIConfigurator's benchmark template sends `--num-requests 20 N` (R = 20).
+  `Load.arrivals` says what happens after the first round. "grouped" (default): equal lengths, so the groups
+  re-form every round as above. "spread": lengths drawn at random per request (`benchmark_serving
+  --random-range-ratio 0.8` as SemiAnalysis InferenceX runs it: lengths uniform on [0.8 L, L], 10 N requests),
+  so requests that started together finish apart and their successors arrive one by one: each is prefilled in
+  an iteration of its own (one prompt per burst, like an open loop), and only the first round is a wave, for
+  every scheduler; each such request also waits for the decode iteration in flight when it arrives
+  (`serve/agg.py`).
 - `rate` λ (open loop, Poisson arrivals, requests/s): the running batch follows Little's law,
   batch = λ/ranks × (iterations per request) × (iteration time at the configured batch) — one
   fixed-point step from the full batch, so an upper bound —, capped at the configured batch. Prompts
@@ -43,6 +50,7 @@ from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import _num
 
 LOAD_KINDS = ("saturation", "concurrency", "rate")
+ARRIVALS = ("grouped", "spread")
 RHO_CAP = 0.99
 
 
@@ -51,15 +59,26 @@ class Load(eqx.Module):
 
     `rounds` (closed loop only): measured requests per client after a synchronised start, whose first round
     is a prefill wave the mean TTFT includes with weight 1 / rounds; 0 (default) reports the steady state.
+    `arrivals` (closed loop only, static): "grouped" when the clients' requests have equal lengths and re-form
+    the same groups every round, "spread" when their lengths are drawn at random so they arrive apart after
+    the first round (see the module docstring).
     """
 
     kind: str = eqx.field(static=True, default="saturation")
     value: Array = _num(0.0)
     rounds: Array = _num(0.0)
+    arrivals: str = eqx.field(static=True, default="grouped")
 
     def __check_init__(self) -> None:
         if self.kind not in LOAD_KINDS:
             raise ValueError(f"load kind must be one of {LOAD_KINDS}, got {self.kind!r}")
+        if self.arrivals not in ARRIVALS:
+            raise ValueError(f"load arrivals must be one of {ARRIVALS}, got {self.arrivals!r}")
+
+    @property
+    def grouped(self) -> bool:
+        """Whether a closed loop's prompts arrive in the same groups every round (not only the first)."""
+        return self.kind == "concurrency" and self.arrivals == "grouped"
 
 
 SATURATION = Load()
@@ -86,10 +105,10 @@ def running_batch(load: Load, batch_cap: ArrayLike, ranks: ArrayLike, iterations
 
 def admitted_prompts(load: Load, running: ArrayLike) -> Array:
     """Prompts a rank admits into one prefill-carrying iteration (before the chunk budget caps them): the
-    whole group of its running requests under a synchronised closed loop, else one (prompts that arrive
-    apart, or a saturated queue drained one prompt's chunk at a time)."""
+    whole group of its running requests under a closed loop whose groups re-form every round, else one
+    (prompts that arrive apart, or a saturated queue drained one prompt's chunk at a time)."""
     running = jnp.asarray(running)
-    if load.kind == "concurrency":
+    if load.grouped:
         return jnp.maximum(running, 1.0)
     return jnp.ones_like(running)
 
