@@ -95,12 +95,15 @@ def validate_cmd(
                                                "with --seed (about a second per row on a CPU) [default: all].")]
     = None,
     seed: Annotated[int, Opt(help="Seed of the --simulate-sample draw.")] = 0,
-    rounds: Annotated[float, Opt(help="Measured requests per client after the clients' synchronised start (the "
-                                 "first round is a prefill wave); 0 = steady state only.")] = V.BENCH_ROUNDS,
+    rounds: Annotated[float | None, Opt(help="Measured requests per client after the clients' synchronised start "
+                                        "(the first round is a prefill wave) for every row; 0 = steady state only "
+                                        "[default: each row's benchmark client's: 20 aiperf, 10 InferenceX].")]
+    = None,
 ) -> None:
     """Predict every row of AIConfigurator's measured deployments (agg and disagg) and report the error."""
     with user_errors():
-        check_rounds(rounds)
+        if rounds is not None:
+            check_rounds(rounds)
         path = data if data is not None else default_data()
         df = V.load_silicon(path)
         configs = model_configs if model_configs is not None else V.default_model_configs(path)

@@ -3,12 +3,22 @@ its columns) of real agg and disagg deployments with measured TTFT and TPOT.
 
 Each row becomes the configuration `jaxsim estimate` builds from the same flags (same `Deployment` fields,
 same `check_deployment`, same `estimate`, the CLI's default chunk and SLO) under the row's measured load,
-`Load("concurrency", N, rounds=BENCH_ROUNDS)` with N from the free-text `silicon_concurrency=N` (= `jaxsim
-estimate --concurrency N --rounds 20`). The sample does not record its benchmark command; `BENCH_ROUNDS`
-takes AIConfigurator's own benchmark template (`generator/config/backend_templates/benchmark/bench_run.sh.j2`:
-aiperf `--concurrency N --num-requests 20 N --warmup-request-count 2 N`, ISL/OSL fixed, `ignore_eos`), and
-aiperf starts the measured phase only after every warm-up response has returned, so the N clients send
-their first measured requests together: TTFT is the mean over 20 rounds whose first is a prefill wave.
+`Load("concurrency", N, rounds, arrivals)` with N from the free-text `silicon_concurrency=N`, read as the row's
+benchmark client ran it (`row_harness`, `HARNESSES`). The rows do not record their benchmark command; their
+provenance names two sources whose clients are published:
+- the InferenceX exports (`source_file=<YYYY-MM-DD>.csv`, `db-dump/...`; every row at ISL / OSL 1k / 1k,
+  1k / 8k or 8k / 1k): SemiAnalysis InferenceX's `benchmark_serving` (`benchmarks/benchmark_lib.sh`; srt-slurm's
+  SA-Bench for the multi-node P/D runs) with `--num-prompts 10 N --max-concurrency N --num-warmups 2 N
+  --random-range-ratio 0.8 --ignore-eos`, whose sampler draws every ISL and OSL uniformly on the integers
+  [int(0.8 L), L]: the workload takes the mean lengths, 10 rounds, and spread arrivals (requests that start
+  together finish apart) (= `jaxsim estimate --isl 921.5 --osl 921.5 --concurrency N --rounds 10 --arrivals
+  spread` for a 1k / 1k row);
+- everything else (AIConfigurator's gap-analysis runs): its own benchmark template
+  (`generator/config/backend_templates/benchmark/bench_run.sh.j2`: aiperf `--concurrency N --num-requests 20 N
+  --warmup-request-count 2 N`, ISL / OSL fixed, `ignore_eos`): 20 rounds, grouped arrivals (= `jaxsim estimate
+  --concurrency N --rounds 20`).
+Both clients start the measured phase after the warm-up has drained, so the N clients send their first measured
+requests together: the mean TTFT counts one prefill wave in R rounds.
 Rows that cannot be modelled are skipped with a reason, never bent to fit. The rules, in the order they are applied:
 
 - `no_concurrency`: the free text holds no `silicon_concurrency=N`; `unknown_mode`: neither agg nor disagg.
@@ -128,7 +138,46 @@ KV_FP8_PRECISIONS = ("fp8", "fp4")
 BF16_KV_CHECKPOINTS = ("openai/gpt-oss",)  # AIConfigurator's mxfp4 profile keeps the KV cache in BF16
 
 AGG_CHUNK = 8192.0  # `jaxsim estimate --ctx-tokens` default
-BENCH_ROUNDS = 20.0  # measured requests per client after a synchronised start (module docstring)
+BENCH_ROUNDS = 20.0  # aiperf rows: measured requests per client after a synchronised start (module docstring)
+
+
+@dataclasses.dataclass(frozen=True)
+class Harness:
+    """How a row's benchmark client ran: `rounds` measured requests per client after a synchronised start
+    (`Load.rounds`); request lengths drawn uniformly on the integers [floor(`length_low` × L), L] for a label
+    L (1: every request exactly L); `arrivals` ("grouped" for equal lengths, "spread" for random ones:
+    `Load.arrivals`)."""
+
+    name: str
+    rounds: float
+    length_low: float
+    arrivals: str
+
+    def mean_length(self, label: float) -> float:
+        """Mean request length for a labelled length (the mean of the uniform integers)."""
+        return 0.5 * (math.floor(self.length_low * label) + label)
+
+
+# AIConfigurator's benchmark template (bench_run.sh.j2): aiperf --concurrency N --num-requests 20 N, fixed
+# ISL / OSL. SemiAnalysis InferenceX (benchmarks/benchmark_lib.sh, and srt-slurm's SA-Bench for its multi-node
+# P/D runs): benchmark_serving --num-prompts 10 N --max-concurrency N --num-warmups 2 N --random-range-ratio
+# 0.8, whose sampler draws lengths uniformly on [int(0.8 L), L].
+HARNESSES = {"aiperf": Harness("aiperf", BENCH_ROUNDS, 1.0, "grouped"),
+             "inferencex": Harness("inferencex", 10.0, 0.8, "spread")}
+INFERENCEX_LENGTHS = ((1024.0, 1024.0), (1024.0, 8192.0), (8192.0, 1024.0))  # its three ISL / OSL pairs
+_INFERENCEX_SOURCE = re.compile(r"^\s*(source_file=\d{4}-\d{2}-\d{2}\.csv|db-dump/)")
+
+
+def row_harness(row: Mapping[str, Any]) -> Harness:
+    """The benchmark client of a row, from its provenance: the sample's InferenceX exports
+    (`silicon_data_source` starting `source_file=<YYYY-MM-DD>.csv` or `db-dump/`, every row at one of
+    InferenceX's three ISL / OSL pairs) ran InferenceX's client; every other row (AIConfigurator's
+    gap-analysis runs, hand-made rows) is read as AIConfigurator's aiperf template runs it."""
+    source = str(row.get("silicon_data_source") or "")
+    lengths = (_num(row.get("isl")), _num(row.get("osl")))
+    if _INFERENCEX_SOURCE.match(source) and lengths in INFERENCEX_LENGTHS:
+        return HARNESSES["inferencex"]
+    return HARNESSES["aiperf"]
 DEFAULT_SLO = SLO(ttft_s=2.0, tpot_s=0.05)  # `jaxsim estimate` defaults; they do not change TTFT or TPOT
 
 
@@ -146,7 +195,7 @@ class Framework:
 # Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
 # calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
 # the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
-FRAMEWORKS = {"vllm": Framework(1.0, 0.020), "trtllm": Framework(1.0, 0.036), "sglang": Framework(0.0, 0.101)}
+FRAMEWORKS = {"vllm": Framework(1.0, 0.057), "trtllm": Framework(1.0, 0.043), "sglang": Framework(0.0, 0.232)}
 OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
 
 
@@ -362,11 +411,12 @@ def agg_workers(concurrency: float, batch: float, dp: float) -> float:
 
 def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
                     frameworks: Mapping[str, Framework] = FRAMEWORKS,
-                    rounds: float = BENCH_ROUNDS) -> Scenario | SkipReason:
+                    rounds: float | None = None) -> Scenario | SkipReason:
     """The (model, hw, config, workload, slo, load) `jaxsim estimate` would evaluate for one CSV row, or
     why the row cannot be modelled. `row` needs the `COLUMNS` and `concurrency` (see `load_silicon`);
-    `frameworks` maps the `backend` column to its scheduler and overhead (unknown: `Framework()`);
-    `rounds` is `Load.rounds` (0: the steady state without the synchronised first round)."""
+    `frameworks` maps the `backend` column to its scheduler and overhead (unknown: `Framework()`); the
+    row's benchmark client (`row_harness`) sets the mean lengths, `Load.rounds` and `Load.arrivals`;
+    `rounds`, when given, replaces the client's rounds (0: the steady state without the first round)."""
     catalog = catalog if catalog is not None else Catalog()
     conc = _num(row.get("concurrency"))
     if conc is None:
@@ -380,8 +430,12 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
     m = catalog.model(str(row["model_path"]))
     if isinstance(m, SkipReason):
         return m
+    harness = row_harness(row)
     try:
-        w = presets.make_workload(float(row["isl"]), float(row["osl"]), 0.0, model=m)
+        isl, osl = float(row["isl"]), float(row["osl"])
+        if not (isl > 0 and osl > 0):
+            raise SpecError(f"ISL {isl:g} and OSL {osl:g} must be positive")
+        w = presets.make_workload(harness.mean_length(isl), harness.mean_length(osl), 0.0, model=m)
     except (SpecError, TypeError, ValueError) as exc:
         return SkipReason("bad_lengths", str(exc))
     quant = _quant(row)
@@ -414,7 +468,8 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
         cfg = DisaggConfig(pre, dec, prefill_batch=sizes["prefill_batch_size"],
                            decode_batch=sizes["decode_batch_size"], prefill_workers=sizes["prefill_num_workers"],
                            decode_workers=sizes["decode_num_workers"], request_overhead_s=fw.request_overhead_s)
-    return Scenario(m, hw, cfg, w, DEFAULT_SLO, Load("concurrency", conc, rounds))
+    load = Load("concurrency", conc, harness.rounds if rounds is None else rounds, arrivals=harness.arrivals)
+    return Scenario(m, hw, cfg, w, DEFAULT_SLO, load)
 
 
 def scenario_key(s: Scenario) -> tuple:
@@ -467,16 +522,16 @@ def predict(scenarios: Sequence[Scenario]) -> dict[str, np.ndarray]:
     `pred_requests_per_s` (served by the unit) and `pred_decode_batch` (running requests per rank).
 
     `estimate` is evaluated in stacked batches grouped by what it compiles on (attention kind,
-    architecture); model and hardware are stacked like the configuration, so a whole sample needs a
-    handful of compilations.
+    architecture, the load's kind and arrivals); model and hardware are stacked like the configuration, so a
+    whole sample needs a handful of compilations.
     """
     n = len(scenarios)
     out = {k: np.full(n, np.nan) for k in ("pred_ttft_ms", "pred_tpot_ms", "pred_requests_per_s",
                                             "pred_decode_batch")}
     out["pred_verdict"] = np.full(n, "", dtype=object)
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, s in enumerate(scenarios):
-        groups.setdefault((s.model.attention, architecture(s.config)), []).append(i)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, s in enumerate(scenarios):  # static fields must agree within a stacked batch
+        groups.setdefault((s.model.attention, architecture(s.config), s.load.kind, s.load.arrivals), []).append(i)
     for idx in groups.values():
         padded = idx + [idx[-1]] * (_bucket(len(idx)) - len(idx))
         models = [dataclasses.replace(scenarios[i].model, name="stacked") for i in padded]
@@ -589,7 +644,7 @@ class ValidationResult:
 def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: str | Path | None = None,
              frameworks: Mapping[str, Framework] = FRAMEWORKS, simulate: bool = False,
              simulate_sample: int | None = None, simulate_rounds: int = 3, seed: int = 0,
-             rounds: float = BENCH_ROUNDS) -> ValidationResult:
+             rounds: float | None = None) -> ValidationResult:
     """Predict every modellable row of a silicon table (from `load_silicon`) and label every other one.
 
     Args:
@@ -604,7 +659,7 @@ def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: st
             a second per row on a CPU); None simulates them all.
         simulate_rounds: requests per simulated client (the first and last round are left out of the means).
         rounds: measured requests per client after the clients' synchronised start (`Load.rounds`; default
-            `BENCH_ROUNDS`, 0 for the steady state alone).
+            None: each row's benchmark client's, `row_harness`; 0 for the steady state alone).
     """
     catalog = catalog if catalog is not None else Catalog(model_configs)
     n = len(df)
@@ -680,6 +735,7 @@ def validate(df: pd.DataFrame, catalog: Catalog | None = None, model_configs: st
         "isl": df["isl"].to_numpy(float),
         "osl": df["osl"].to_numpy(float),
         "concurrency": df["concurrency"].to_numpy(float),
+        "harness": [row_harness(r).name for r in records],
         "pred_verdict": pred["pred_verdict"],
         "pred_requests_per_s": pred["pred_requests_per_s"],
         "pred_decode_batch": pred["pred_decode_batch"],

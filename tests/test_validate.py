@@ -208,6 +208,54 @@ def test_rows_are_read_as_the_benchmark_template_runs_them() -> None:
     assert V.BENCH_ROUNDS == 20.0
 
 
+INFERENCEX_SOURCE = "source_file=2026-04-06.csv; model=DeepSeek-R1; silicon_concurrency=256; wip=False"
+
+
+def test_rows_are_read_as_their_benchmark_client_ran_them() -> None:
+    """The sample's InferenceX exports ran InferenceX's client (10 N requests, lengths uniform on [int(0.8 L), L],
+    so arriving apart after the first round); everything else is read as AIConfigurator's aiperf template runs
+    it (20 N requests of exactly L tokens). An explicit `rounds` replaces the client's."""
+    row = V.load_silicon(TINY).set_index("id").loc["tiny_ds_agg_c256"].to_dict()
+    row["id"] = "tiny_ds_agg_c256"
+    cases = [(row["silicon_data_source"], 1024.0, 1024.0, "aiperf"),
+             (INFERENCEX_SOURCE, 1024.0, 1024.0, "inferencex"),
+             ("db-dump/2026-04-27; config_id=7; silicon_concurrency=256", 8192.0, 1024.0, "inferencex"),
+             (INFERENCEX_SOURCE, 2048.0, 256.0, "aiperf"),  # not one of InferenceX's three pairs
+             ("source_file=kimi-k2.5-gap-analysis.csv; silicon_concurrency=256", 1024.0, 1024.0, "aiperf")]
+    for source, isl, osl, name in cases:
+        r = {**row, "silicon_data_source": source, "isl": isl, "osl": osl, "concurrency": 256.0}
+        assert V.row_harness(r).name == name
+        s = V.row_to_scenario(r, V.Catalog())
+        assert isinstance(s, V.Scenario)
+        if name == "inferencex":
+            # mean of the integers int(0.8 L) … L: (819 + 1024) / 2 and (6553 + 8192) / 2
+            means = {1024.0: 921.5, 8192.0: 7372.5}
+            assert (float(s.workload.input_tokens), float(s.workload.output_tokens)) == (means[isl], means[osl])
+            assert (float(s.load.rounds), s.load.arrivals) == (10.0, "spread")
+        else:
+            assert (float(s.workload.input_tokens), float(s.workload.output_tokens)) == (isl, osl)
+            assert (float(s.load.rounds), s.load.arrivals) == (20.0, "grouped")
+        forced = V.row_to_scenario(r, V.Catalog(), rounds=0.0)
+        assert isinstance(forced, V.Scenario) and float(forced.load.rounds) == 0.0
+
+
+def test_an_inferencex_row_predicts_what_jaxsim_estimate_does() -> None:
+    """Validation of an InferenceX row = `jaxsim estimate` at the client's mean lengths, 10 rounds, spread
+    arrivals (framework fields at their defaults)."""
+    df = V.load_silicon(TINY)
+    df = df[df["id"] == "tiny_ds_agg_c256"].assign(silicon_data_source=INFERENCEX_SOURCE).reset_index(drop=True)
+    row = V.validate(df, frameworks={}).rows.iloc[0]
+    assert row["status"] == V.OK and row["harness"] == "inferencex"
+    flags = [f for f in ESTIMATE_FLAGS["tiny_ds_agg_c256"]]
+    for name, value in (("--isl", "921.5"), ("--osl", "921.5"), ("--rounds", "10")):
+        flags[flags.index(name) + 1] = value
+    out = runner.invoke(main_app, ["estimate", "--system", "h200_sxm", *flags, "--arrivals", "spread", "--json"])
+    assert out.exit_code == 0, out.output
+    est = json.loads(out.stdout)
+    assert row["pred_ttft_ms"] == pytest.approx(est["ttft_ms"], rel=1e-4)
+    assert row["pred_tpot_ms"] == pytest.approx(est["tpot_ms"], rel=1e-4)
+
+
 def test_overhead_split_is_declared_and_small() -> None:
     assert V.in_overhead_split("x", "agg", 4.0) == (zlib.crc32(b"x") % 4 == 0)
     assert not V.in_overhead_split("x", "agg", 8.0) and not V.in_overhead_split("x", "disagg", 1.0)

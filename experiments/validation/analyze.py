@@ -48,10 +48,12 @@ def ratio_by_concurrency(ok: pd.DataFrame) -> pd.DataFrame:
     d = ok.assign(conc=pd.cut(ok["concurrency"], bins, labels=labels),
                   ttft_ratio=ok["pred_ttft_ms"] / ok["silicon_ttft_ms"],
                   tpot_ratio=ok["pred_tpot_ms"] / ok["silicon_tpot_ms"])
-    t = d.groupby(["mode", "conc"], observed=True).agg(
+    keys = ["mode", "harness", "conc"] if "harness" in d else ["mode", "conc"]
+    t = d.groupby(keys, observed=True).agg(
         n=("id", "size"), measured_ttft_ms=("silicon_ttft_ms", "median"), predicted_ttft_ms=("pred_ttft_ms", "median"),
         ttft_pred_over_meas=("ttft_ratio", "median"), tpot_pred_over_meas=("tpot_ratio", "median")).reset_index()
-    t["mode"], t["conc"] = t["mode"].astype(str), t["conc"].astype(str)
+    for k in keys:
+        t[k] = t[k].astype(str)
     return t.rename(columns={"conc": "concurrency"})
 
 
