@@ -35,7 +35,8 @@ def test_aic_import_maps_columns_units_and_filters() -> None:
     df = T.load_aic("h200-sxm", "trtllm", AIC)  # project name → the database's h200_sxm folder
     by_op = df.groupby("op").size().to_dict()
     # 4 GEMM rows in the largest table, per-tensor FP8 dropped because block-scaled FP8 is there;
-    # MoE: only the balanced gated row; generation attention: the 32-query-heads-per-KV-head row dropped;
+    # MoE: only the balanced gated row of the default kernel (not the min-latency twin); generation attention:
+    # the 32-query-heads-per-KV-head row dropped;
     # NCCL all-reduce replaced by the framework's custom all-reduce.
     assert by_op == {"gemm": 3, "moe": 1, "generation_attention": 1, "context_attention": 1, "generation_mla": 1,
                      "all_gather": 1, "all_to_all": 1, "all_reduce": 1}
@@ -52,6 +53,7 @@ def test_aic_import_maps_columns_units_and_filters() -> None:
     ar = df[df.op == "all_reduce"].iloc[0]
     assert ar.bytes == 2 * 65536 and "custom_allreduce" in ar.source
     assert df[df.op == "moe"].latency_ms.item() == pytest.approx(0.1)
+    assert df[df.op == "moe"].source.str.endswith("moe_perf.parquet").all()  # the table, for provenance
 
 
 def test_aic_import_errors_name_the_fix() -> None:

@@ -213,10 +213,13 @@ def _from_aic(kind: str, raw: pd.DataFrame, source: str) -> pd.DataFrame:
                     latency_ms=lat)
     elif kind == "moe":
         # Balanced routing only: imbalance is a property of the deployment (Deployment.expert_imbalance),
-        # not of the kernel; non-gated expert kernels are not the gated FFN the model prices.
+        # not of the kernel; non-gated expert kernels are not the gated FFN the model prices; the min-latency
+        # kernels (TRT-LLM's low-latency MoE path, Blackwell FP4) are another kernel at the same shapes, which
+        # AIConfigurator keeps as a separate low-latency view beside its default one: the default is priced.
         keep = raw["distribution"].astype(str).eq("balanced")
         if "kernel_source" in raw:
-            keep &= ~raw["kernel_source"].astype(str).str.contains("nongated")
+            kernel = raw["kernel_source"].astype(str)
+            keep &= ~(kernel.str.contains("nongated") | kernel.str.contains("min_latency"))
         raw, lat = raw[keep].reset_index(drop=True), lat[keep].reset_index(drop=True)
         df = _frame("moe", len(raw), source, dtype=_dtype(raw["moe_dtype"]), tokens=raw["num_tokens"],
                     hidden=raw["hidden_size"], inter=raw["inter_size"], topk=raw["topk"], experts=raw["num_experts"],
