@@ -213,14 +213,17 @@ def _from_aic(kind: str, raw: pd.DataFrame, source: str) -> pd.DataFrame:
                     latency_ms=lat)
     elif kind == "moe":
         # Balanced routing only: imbalance is a property of the deployment (Deployment.expert_imbalance),
-        # not of the kernel; non-gated expert kernels are not the gated FFN the model prices; the min-latency
-        # kernels (TRT-LLM's low-latency MoE path, Blackwell FP4) are another kernel at the same shapes, which
-        # AIConfigurator keeps as a separate low-latency view beside its default one: the default is priced.
+        # not of the kernel; non-gated expert kernels are not the gated FFN the model prices. Where a table
+        # holds two kernels at one shape (Blackwell NVFP4: TRT-LLM's default MoE kernel and its min-latency
+        # kernel, which AIConfigurator keeps as a low-latency view and serves small token counts from), the
+        # engine runs the faster: one row per shape, at the lower latency.
         keep = raw["distribution"].astype(str).eq("balanced")
         if "kernel_source" in raw:
-            kernel = raw["kernel_source"].astype(str)
-            keep &= ~(kernel.str.contains("nongated") | kernel.str.contains("min_latency"))
-        raw, lat = raw[keep].reset_index(drop=True), lat[keep].reset_index(drop=True)
+            keep &= ~raw["kernel_source"].astype(str).str.contains("nongated")
+        shape = ["moe_dtype", "num_tokens", "hidden_size", "inter_size", "topk", "num_experts", "moe_tp_size",
+                 "moe_ep_size"]
+        raw = raw[keep].assign(latency=lat[keep]).groupby(shape, as_index=False, sort=False)["latency"].min()
+        lat = raw["latency"].astype(float)
         df = _frame("moe", len(raw), source, dtype=_dtype(raw["moe_dtype"]), tokens=raw["num_tokens"],
                     hidden=raw["hidden_size"], inter=raw["inter_size"], topk=raw["topk"], experts=raw["num_experts"],
                     moe_tp=raw["moe_tp_size"], moe_ep=raw["moe_ep_size"], latency_ms=lat)
