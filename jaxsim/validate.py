@@ -195,7 +195,7 @@ class Framework:
 # Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
 # calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
 # the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
-FRAMEWORKS = {"vllm": Framework(1.0, 0.057), "trtllm": Framework(1.0, 0.043), "sglang": Framework(0.0, 0.232)}
+FRAMEWORKS = {"vllm": Framework(1.0, 0.059), "trtllm": Framework(1.0, 0.052), "sglang": Framework(0.0, 0.231)}
 OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
 
 
