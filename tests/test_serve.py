@@ -733,6 +733,25 @@ def test_measured_first_round_is_a_wave_weighted_by_the_rounds(ds3: js.Model, h2
             f(est(ds3, h200, cfg, SHORT, LOOSE, Load(load.kind, load.value)).ttft_s))
 
 
+def test_agg_afd_first_round_is_a_wave_of_full_chunk_bursts(ds3: js.Model, h200: js.Hardware) -> None:
+    """Agg+AFD (DP8 attention, EP8 FFN) at concurrency 256: a rank's 32 prompts of 1024 tokens fill 4 bursts of
+    8192 tokens in the synchronised first round, so prompts wait 1.5 such AFD iterations on average, counted once
+    in R rounds; TPOT and the steady state are untouched, and other loads have no first round."""
+    cfg = AFDConfig(EP8, micro_batches=2.0, batch=64.0, chunk=8192.0)
+    t_wave = f(afd_it(ds3, h200, EP8, 2.0, burst(SHORT, 32.0, 8192.0)).total_s)
+    steady = est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 256.0))
+    for rounds in (1.0, 20.0):
+        r = est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 256.0, rounds))
+        assert f(r.ttft_s) - f(steady.ttft_s) == approx(1.5 * t_wave / rounds, rel=1e-4)
+        assert f(r.tpot_s) == approx(f(steady.tpot_s))
+    # 6 prompts per rank fit one burst: nobody to wait behind.
+    small = [est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 48.0, rounds)) for rounds in (0.0, 20.0)]
+    assert f(small[1].ttft_s) == approx(f(small[0].ttft_s))
+    for load in (Load(rounds=20.0), Load("rate", 1.0, 20.0)):
+        assert f(est(ds3, h200, cfg, SHORT, LOOSE, load).ttft_s) == approx(
+            f(est(ds3, h200, cfg, SHORT, LOOSE, Load(load.kind, load.value)).ttft_s))
+
+
 def test_spread_arrivals_prefill_one_prompt_per_burst_after_a_first_round_wave(ds3: js.Model,
                                                                                 h200: js.Hardware) -> None:
     """Concurrency 256 on DP8 with random lengths (`arrivals="spread"`): after the first round a rank's 32

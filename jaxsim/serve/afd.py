@@ -20,6 +20,11 @@ scale-up domain, else the NICs; each direction costs the link's hop latency + th
 `collective_latency_s` (as every collective in `cost/comm.py`) + bytes of the busiest GPU / bandwidth.
 Dense layers (and MTP draft layers of dense models) run on the attention GPUs alone, M micro-batches
 in a row.
+
+On an agg base the attention ranks prefill one prompt's chunk per iteration beside the decodes (the spread
+mean, not `serve/agg.py`'s bursty closed-loop groups); a closed loop whose measurement includes the clients'
+synchronised start (`Load.rounds` > 0) adds that round's wave as in `serve/agg.py`: a rank's prompts in
+full-chunk bursts back to back, (J − own) / 2 bursts of waiting on average, weighted 1 / rounds.
 """
 
 from __future__ import annotations
@@ -33,10 +38,18 @@ from jaxsim.cost import comm
 from jaxsim.cost import flops as F
 from jaxsim.cost import kernels as K
 from jaxsim.cost import memory as Mem
-from jaxsim.serve.agg import chunk_batch, decode_batch, mixed_batch
+from jaxsim.serve.agg import burst_batch, chunk_batch, decode_batch, mixed_batch, prefill_burst_tokens
 from jaxsim.serve.disagg import DecodePool, compose_pd
 from jaxsim.serve.metrics import Breakdown, Metrics, assemble
-from jaxsim.serve.queueing import SATURATION, Load, queue_wait, running_batch, served_rate
+from jaxsim.serve.queueing import (
+    SATURATION,
+    Load,
+    first_round_share,
+    queue_wait,
+    running_batch,
+    served_rate,
+    wave_iterations,
+)
 from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import SLO, Deployment, Hardware, Model, StepBatch, Workload, _num
 from jaxsim.step import _divides, attention_side, kv_bytes_held, layer_counts, routed_experts_s
@@ -219,6 +232,14 @@ def afd_metrics(m: Model, hw: Hardware, cfg: AFDConfig, w: Workload, slo: SLO, l
     with_chunk = afd_iteration(m, hw, cfg.deploy, cfg.micro_batches, chunk_batch(w, pool.running, cfg.chunk, mode),
                                mode)
     ttft = chunks * with_chunk.total_s + wait
+    if load.kind == "concurrency":
+        # The measured first round (`Load.rounds`): a rank's prompts arrive together and are prefilled in bursts
+        # of whole chunk budgets back to back, as in `serve/agg.py` (the steady state keeps one prompt's chunk).
+        iters = w.output_tokens / (1.0 + cfg.deploy.nextn * cfg.deploy.nextn_accept)
+        group = prefill_burst_tokens(w, pool.running, jnp.maximum(pool.running, 1.0), iters, cfg.chunk, mode)
+        wave = afd_iteration(m, hw, cfg.deploy, cfg.micro_batches, burst_batch(w, pool.running, group, 1.0), mode)
+        bursts = pool.running * w.input_tokens / group
+        ttft = ttft + first_round_share(load) * wave_iterations(load, bursts, chunks, mode) * wave.total_s
     chunk_mem = jnp.maximum(with_chunk.attention_memory_bytes, with_chunk.ffn_memory_bytes)
     memory_frac = jnp.maximum(pool.memory_frac, chunk_mem / Mem.usable_bytes_per_gpu(hw))
     return assemble(ttft_s=ttft, tpot_s=pool.tpot_s, requests_per_s=instances * pool.requests_per_s,
