@@ -139,6 +139,7 @@ BF16_KV_CHECKPOINTS = ("openai/gpt-oss",)  # AIConfigurator's mxfp4 profile keep
 
 AGG_CHUNK = 8192.0  # `jaxsim estimate --ctx-tokens` default
 BENCH_ROUNDS = 20.0  # aiperf rows: measured requests per client after a synchronised start (module docstring)
+DEFAULT_SLO = SLO(ttft_s=2.0, tpot_s=0.05)  # `jaxsim estimate` defaults; they do not change TTFT or TPOT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +179,6 @@ def row_harness(row: Mapping[str, Any]) -> Harness:
     if _INFERENCEX_SOURCE.match(source) and lengths in INFERENCEX_LENGTHS:
         return HARNESSES["inferencex"]
     return HARNESSES["aiperf"]
-DEFAULT_SLO = SLO(ttft_s=2.0, tpot_s=0.05)  # `jaxsim estimate` defaults; they do not change TTFT or TPOT
 
 
 @dataclasses.dataclass(frozen=True)
@@ -432,9 +432,9 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
         return m
     harness = row_harness(row)
     try:
-        isl, osl = float(row["isl"]), float(row["osl"])
-        if not (isl > 0 and osl > 0):
-            raise SpecError(f"ISL {isl:g} and OSL {osl:g} must be positive")
+        isl, osl = _num(row["isl"]), _num(row["osl"])
+        if isl is None or osl is None:
+            raise SpecError(f"ISL {row['isl']} and OSL {row['osl']} must be positive finite numbers")
         w = presets.make_workload(harness.mean_length(isl), harness.mean_length(osl), 0.0, model=m)
     except (SpecError, TypeError, ValueError) as exc:
         return SkipReason("bad_lengths", str(exc))

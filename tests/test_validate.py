@@ -237,6 +237,9 @@ def test_rows_are_read_as_their_benchmark_client_ran_them() -> None:
             assert (float(s.load.rounds), s.load.arrivals) == (20.0, "grouped")
         forced = V.row_to_scenario(r, V.Catalog(), rounds=0.0)
         assert isinstance(forced, V.Scenario) and float(forced.load.rounds) == 0.0
+    for bad in (float("inf"), float("nan"), -5.0, 0.0):  # a skip with its reason, never an exception
+        skipped = V.row_to_scenario({**row, "isl": bad}, V.Catalog())
+        assert isinstance(skipped, V.SkipReason) and skipped.reason == "bad_lengths"
 
 
 def test_an_inferencex_row_predicts_what_jaxsim_estimate_does() -> None:

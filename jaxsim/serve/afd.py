@@ -38,7 +38,7 @@ from jaxsim.cost import comm
 from jaxsim.cost import flops as F
 from jaxsim.cost import kernels as K
 from jaxsim.cost import memory as Mem
-from jaxsim.serve.agg import burst_batch, chunk_batch, decode_batch, mixed_batch, prefill_burst_tokens
+from jaxsim.serve.agg import chunk_batch, decode_batch, group_wave_s, mixed_batch
 from jaxsim.serve.disagg import DecodePool, compose_pd
 from jaxsim.serve.metrics import Breakdown, Metrics, assemble
 from jaxsim.serve.queueing import (
@@ -48,7 +48,6 @@ from jaxsim.serve.queueing import (
     queue_wait,
     running_batch,
     served_rate,
-    wave_iterations,
 )
 from jaxsim.smooth import HARD, Mode
 from jaxsim.spec import SLO, Deployment, Hardware, Model, StepBatch, Workload, _num
@@ -236,10 +235,9 @@ def afd_metrics(m: Model, hw: Hardware, cfg: AFDConfig, w: Workload, slo: SLO, l
         # The measured first round (`Load.rounds`): a rank's prompts arrive together and are prefilled in bursts
         # of whole chunk budgets back to back, as in `serve/agg.py` (the steady state keeps one prompt's chunk).
         iters = w.output_tokens / (1.0 + cfg.deploy.nextn * cfg.deploy.nextn_accept)
-        group = prefill_burst_tokens(w, pool.running, jnp.maximum(pool.running, 1.0), iters, cfg.chunk, mode)
-        wave = afd_iteration(m, hw, cfg.deploy, cfg.micro_batches, burst_batch(w, pool.running, group, 1.0), mode)
-        bursts = pool.running * w.input_tokens / group
-        ttft = ttft + first_round_share(load) * wave_iterations(load, bursts, chunks, mode) * wave.total_s
+        ttft = ttft + first_round_share(load) * group_wave_s(
+            load, w, pool.running, iters, cfg.chunk, chunks, 1.0,
+            lambda b: afd_iteration(m, hw, cfg.deploy, cfg.micro_batches, b, mode), mode)
     chunk_mem = jnp.maximum(with_chunk.attention_memory_bytes, with_chunk.ffn_memory_bytes)
     memory_frac = jnp.maximum(pool.memory_frac, chunk_mem / Mem.usable_bytes_per_gpu(hw))
     return assemble(ttft_s=ttft, tpot_s=pool.tpot_s, requests_per_s=instances * pool.requests_per_s,

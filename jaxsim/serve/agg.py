@@ -38,6 +38,9 @@ Throughput = groups × batch × a / time per decode step, where a group is one D
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -122,6 +125,16 @@ def prefill_burst_tokens(w: Workload, running: Array, admitted: Array, iters_per
     return smooth.minimum(smooth.maximum(group, running * w.input_tokens / iters_per_request, mode), chunk, mode)
 
 
+def group_wave_s(load: Load, w: Workload, running: Array, iters_per_request: Array, chunk: Array, chunks: Array,
+                 decode_share: ArrayLike, iteration: Callable[[StepBatch], Any], mode: Mode) -> Array:
+    """Mean wait of a prompt whose rank's whole group arrives at once (a synchronised closed loop's first round)
+    and is prefilled in bursts that pack the group into the chunk budget, back to back: (J − own) / 2 bursts
+    (`queueing.wave_iterations`), each priced by `iteration` (anything with `.total_s`)."""
+    tokens = prefill_burst_tokens(w, running, jnp.maximum(running, 1.0), iters_per_request, chunk, mode)
+    burst = iteration(burst_batch(w, running, tokens, decode_share))
+    return wave_iterations(load, running * w.input_tokens / tokens, chunks, mode) * burst.total_s
+
+
 def pool_mfu(c: StepCost, hw: Hardware, d: Deployment) -> Array:
     """Model FLOP/s of one GPU over its dense peak at the GEMM weight precision (with PP, each stage's
     GPU sees `pp` micro-batches per iteration latency)."""
@@ -173,22 +186,17 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     # A synchronised group is prefilled back to back in the first round (weight `first_round_share`), and
     # every round when the groups re-form and prefill runs apart from decode.
     share = first_round_share(load)
-    if load.grouped or load.kind != "concurrency":
-        wave_burst, group_bursts = burst, k * iters_per_request
-        rounds_with_wave = (1.0 - mix) + mix * share
-    else:  # arrivals spread after the first round: its wave packs whole groups into the chunk budget
-        group_tokens = prefill_burst_tokens(w, running, jnp.maximum(running, 1.0), iters_per_request, cfg.chunk,
-                                            mode)
-        wave_burst = step_cost(m, hw, d, burst_batch(w, running, group_tokens, mix), mode)
-        group_bursts = running * w.input_tokens / group_tokens
-        rounds_with_wave = share
-    wave = wave_iterations(load, group_bursts, chunks, mode) * rounds_with_wave * wave_burst.total_s
-    # Requests arriving apart land in an iteration in flight (their predecessor finished at its start, the
-    # others keep the engine busy): they wait for it to end before their prefill starts.
     in_flight = 0.0
     if load.kind == "concurrency" and not load.grouped:
+        # Arrivals spread after the first round: only that round is a wave (its bursts pack whole groups into
+        # the chunk budget), and later requests land in an iteration in flight (their predecessor finished at
+        # its start, the others keep the engine busy) and wait for it to end before their prefill starts.
+        wave = share * group_wave_s(load, w, running, iters_per_request, cfg.chunk, chunks, mix,
+                                    lambda b: step_cost(m, hw, d, b, mode), mode)
         busy = jnp.clip(load.value / cfg.workers - 1.0, 0.0, 1.0)
         in_flight = busy * (1.0 - share) * dec.total_s
+    else:  # the bursts above already hold whole groups (or one prompt's chunk when nothing is synchronised)
+        wave = wave_iterations(load, k * iters_per_request, chunks, mode) * ((1.0 - mix) + mix * share) * burst.total_s
     ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait + in_flight
     gpus = cfg.workers * d.gpus
     mem_frac = jnp.maximum(dec.memory_bytes, burst.memory_bytes) / Mem.usable_bytes_per_gpu(hw)
