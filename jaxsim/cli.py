@@ -244,6 +244,9 @@ def estimate_cmd(
                                  "groups every round) or 'spread' (random lengths: after the first round requests "
                                  "arrive apart).")] = "grouped",
     request_rate: Annotated[float | None, Opt(help="Open-loop Poisson load, requests/s.")] = None,
+    adp_balance_iters: Annotated[float, Opt(help="agg with attention DP: TensorRT-LLM's attention-DP balancing "
+                                            "timeout in iterations (attention_dp_config enable_balance / "
+                                            "timeout_iters; 50 is its default when on); 0 = off.")] = 0,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Serving metrics of one configuration: TTFT, TPOT, throughput, memory, feasibility, breakdown."""
@@ -271,10 +274,14 @@ def estimate_cmd(
                              ("prefill-batch-size", prefill_batch_size)):
             positive(label, value)
         quants = (gemm_quant, moe_quant, kv_quant, attn_quant, nextn, nextn_accepted, tbo)
+        if not 0 <= adp_balance_iters < float("inf"):
+            raise SpecError(f"--adp-balance-iters must be a finite number ≥ 0 (0 = off), got {adp_balance_iters}")
+        if adp_balance_iters and mode != "agg":
+            raise SpecError("--adp-balance-iters applies to --mode agg (attention-DP balancing of new prompts)")
         if mode == "agg":
             positive("workers", workers)
             cfg: Config = AggConfig(build_deployment(m, tp, pp, dp, moe_tp, moe_ep, *quants), batch=batch_size,
-                                    chunk=ctx_tokens, workers=workers)
+                                    chunk=ctx_tokens, workers=workers, adp_balance_iters=adp_balance_iters)
         elif mode == "disagg":
             pre = build_deployment(m, prefill_tp or tp, prefill_pp or pp, prefill_dp or dp, prefill_moe_tp or moe_tp,
                                    prefill_moe_ep or moe_ep, *quants)

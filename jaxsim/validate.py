@@ -169,6 +169,21 @@ INFERENCEX_LENGTHS = ((1024.0, 1024.0), (1024.0, 8192.0), (8192.0, 1024.0))  # i
 _INFERENCEX_SOURCE = re.compile(r"^\s*(source_file=\d{4}-\d{2}-\d{2}\.csv|db-dump/)")
 
 
+# TensorRT-LLM attention-DP context balancing (`AggConfig.adp_balance_iters`) as InferenceX's TRT-LLM scripts
+# set it whenever attention DP is on: `attention_dp_config: {enable_balance: true, timeout_iters: 60}` for
+# DeepSeek-R1 (benchmarks/dsr1_fp{4,8}_{b200,h200}_trt.sh), `{enable_balance: true}` (TRT-LLM's default
+# timeout, 50 iterations) for GPT-OSS (benchmarks/gptoss_fp4_*_trt.sh). Other clients: not known, 0.
+INFERENCEX_TRTLLM_ADP_BALANCE_ITERS = {"deepseek": 60.0}
+TRTLLM_ADP_BALANCE_DEFAULT_ITERS = 50.0
+
+
+def adp_balance_iters(harness: Harness, backend: str, family: str) -> float:
+    """The attention-DP balancing timeout (iterations) a row's deployment ran with, 0 when it was off."""
+    if harness.name != "inferencex" or backend != "trtllm":
+        return 0.0
+    return INFERENCEX_TRTLLM_ADP_BALANCE_ITERS.get(family, TRTLLM_ADP_BALANCE_DEFAULT_ITERS)
+
+
 def row_harness(row: Mapping[str, Any]) -> Harness:
     """The benchmark client of a row, from its provenance: the sample's InferenceX exports
     (`silicon_data_source` starting `source_file=<YYYY-MM-DD>.csv` or `db-dump/`, every row at one of
@@ -449,9 +464,11 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
         d = _deployment(row, "", m, hw, quant)
         if isinstance(d, SkipReason):
             return d
-        fw = frameworks.get(str(row["backend"]).strip().lower(), Framework())
+        backend = str(row["backend"]).strip().lower()
+        fw = frameworks.get(backend, Framework())
         cfg = AggConfig(d, batch=batch, chunk=AGG_CHUNK, workers=agg_workers(conc, batch, float(d.dp)),
-                        mixed_prefill=fw.mixed_prefill, request_overhead_s=fw.request_overhead_s)
+                        mixed_prefill=fw.mixed_prefill, request_overhead_s=fw.request_overhead_s,
+                        adp_balance_iters=adp_balance_iters(harness, backend, model_family(str(row["model_path"]), m)))
     else:
         keys = ("prefill_batch_size", "decode_batch_size", "prefill_num_workers", "decode_num_workers")
         sizes = {k: _num(row[k]) for k in keys}

@@ -785,6 +785,37 @@ def test_spread_arrivals_prefill_one_prompt_per_burst_after_a_first_round_wave(d
         Load("concurrency", 8.0, arrivals="together")
 
 
+def test_attention_dp_balancing_holds_prompts_that_arrive_apart(ds3: js.Model, h200: js.Hardware) -> None:
+    """TensorRT-LLM's attention-DP balancing (`adp_balance_iters`): a prompt arriving apart is held until all
+    DP ranks have one or the timeout passes. DP8, 16 clients per rank, random lengths: each rank sees
+    r = rps / 8 prompts/s, the other 7 ranks all have one after H(7) / r on average, so a hold lasts
+    W = min(timeout, H(7) / r); its opener waits W and the 8 r W prompts arriving during it W / 2, so the mean
+    is W (1 + 4 r W) / (1 + 8 r W), weighted by the 9 rounds of 10 after the first (whose wave reaches every
+    rank at once). TPOT and throughput are untouched; equal-length groups and saturation are never held."""
+    base = AggConfig(EP8, batch=16.0, chunk=8192.0)
+    h7 = sum(1.0 / k for k in range(1, 8))
+    bound = set()
+    for iters in (2.0, 500.0):  # the timeout binds, then the time until every rank has a prompt
+        cfg = eqx.tree_at(lambda c: c.adp_balance_iters, base, iters)
+        for load, weight in ((Load("concurrency", 128.0, 10.0, arrivals="spread"), 0.9), (Load("rate", 4.0), 1.0)):
+            off, on = (est(ds3, h200, c, SHORT, LOOSE, load) for c in (base, cfg))
+            r, timeout = f(off.requests_per_s) / 8.0, iters * f(off.tpot_s)
+            bound.add(timeout < h7 / r)
+            hold = min(timeout, h7 / r)
+            wait = hold * (1.0 + 4.0 * r * hold) / (1.0 + 8.0 * r * hold)
+            assert f(on.ttft_s) - f(off.ttft_s) == approx(weight * wait, rel=1e-4)
+            assert (f(on.tpot_s), f(on.requests_per_s)) == (approx(f(off.tpot_s)), approx(f(off.requests_per_s)))
+        for load in (Load("concurrency", 128.0, 10.0), Load()):
+            assert f(est(ds3, h200, cfg, SHORT, LOOSE, load).ttft_s) == approx(
+                f(est(ds3, h200, base, SHORT, LOOSE, load).ttft_s))
+    assert bound == {True, False}
+    # One rank: nobody to balance with.
+    one = AggConfig(dep(tp=8, ep=8), batch=64.0, chunk=8192.0)
+    load = Load("concurrency", 16.0, 10.0, arrivals="spread")
+    held = eqx.tree_at(lambda c: c.adp_balance_iters, one, 60.0)
+    assert f(est(ds3, h200, held, SHORT, LOOSE, load).ttft_s) == approx(f(est(ds3, h200, one, SHORT, LOOSE, load).ttft_s))
+
+
 def test_pd_first_round_queues_each_prefill_ranks_share(ds3: js.Model, h200: js.Hardware) -> None:
     """P/D, 2 prefill instances of DP8 (16 ranks, 1 prompt per iteration), 4 decode instances with room for
     all, concurrency 64: in the synchronised first round each rank gets 4 prompts and runs them one after

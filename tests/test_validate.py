@@ -242,9 +242,26 @@ def test_rows_are_read_as_their_benchmark_client_ran_them() -> None:
         assert isinstance(skipped, V.SkipReason) and skipped.reason == "bad_lengths"
 
 
+def test_inferencex_trtllm_rows_run_attention_dp_balancing_as_its_scripts_set_it() -> None:
+    """InferenceX's TRT-LLM scripts turn attention-DP balancing on with DP attention: timeout 60 iterations for
+    DeepSeek-R1, TRT-LLM's default 50 for GPT-OSS; other clients and frameworks: off."""
+    row = V.load_silicon(TINY).set_index("id").loc["tiny_ds_agg_c256"].to_dict()
+    row["id"] = "tiny_ds_agg_c256"
+    for source, backend, iters in ((INFERENCEX_SOURCE, "trtllm", 60.0), (INFERENCEX_SOURCE, "vllm", 0.0),
+                                   (row["silicon_data_source"], "trtllm", 0.0)):
+        s = V.row_to_scenario({**row, "silicon_data_source": source, "backend": backend, "concurrency": 256.0},
+                              V.Catalog())
+        assert isinstance(s, V.Scenario) and float(s.config.adp_balance_iters) == iters
+    inferencex, aiperf = V.HARNESSES["inferencex"], V.HARNESSES["aiperf"]
+    assert V.adp_balance_iters(inferencex, "trtllm", "gpt-oss") == 50.0
+    assert V.adp_balance_iters(inferencex, "sglang", "deepseek") == 0.0
+    assert V.adp_balance_iters(aiperf, "trtllm", "deepseek") == 0.0
+
+
 def test_an_inferencex_row_predicts_what_jaxsim_estimate_does() -> None:
     """Validation of an InferenceX row = `jaxsim estimate` at the client's mean lengths, 10 rounds, spread
-    arrivals (framework fields at their defaults)."""
+    arrivals, and (a TRT-LLM row with attention DP) InferenceX's DeepSeek balancing timeout of 60 iterations
+    (framework fields at their defaults)."""
     df = V.load_silicon(TINY)
     df = df[df["id"] == "tiny_ds_agg_c256"].assign(silicon_data_source=INFERENCEX_SOURCE).reset_index(drop=True)
     row = V.validate(df, frameworks={}).rows.iloc[0]
@@ -252,7 +269,9 @@ def test_an_inferencex_row_predicts_what_jaxsim_estimate_does() -> None:
     flags = [f for f in ESTIMATE_FLAGS["tiny_ds_agg_c256"]]
     for name, value in (("--isl", "921.5"), ("--osl", "921.5"), ("--rounds", "10")):
         flags[flags.index(name) + 1] = value
-    out = runner.invoke(main_app, ["estimate", "--system", "h200_sxm", *flags, "--arrivals", "spread", "--json"])
+    assert row["framework"] == "trtllm" and "--dp" in flags and float(flags[flags.index("--dp") + 1]) > 1
+    out = runner.invoke(main_app, ["estimate", "--system", "h200_sxm", *flags, "--arrivals", "spread",
+                                   "--adp-balance-iters", "60", "--json"])
     assert out.exit_code == 0, out.output
     est = json.loads(out.stdout)
     assert row["pred_ttft_ms"] == pytest.approx(est["ttft_ms"], rel=1e-4)

@@ -31,7 +31,9 @@ meets a scheduler that runs prefill apart, every round, or mixes it in, in the m
 when the requests arrive apart after the first round, only that round's wave, whose bursts pack whole groups
 into the chunk budget: `queueing.wave_iterations`, `queueing.first_round_share`; and in the rounds after it
 the decode iteration in flight when the request arrives: its predecessor finished as that iteration began,
-and the other clients' requests keep the engine busy whenever the instance has more than one).
+and the other clients' requests keep the engine busy whenever the instance has more than one; with
+TensorRT-LLM's attention-DP balancing on (`adp_balance_iters`), such a prompt is also held until every DP
+rank has one or the timeout passes: `queueing.adp_balance_wait`).
 Throughput = groups × batch × a / time per decode step, where a group is one DP rank of one instance
 (× pp with pipeline parallelism, which keeps pp groups in flight); per GPU ÷ all GPUs of the instances.
 """
@@ -55,6 +57,7 @@ from jaxsim.serve.queueing import (
     SATURATION,
     Load,
     admitted_prompts,
+    adp_balance_wait,
     first_round_share,
     queue_wait,
     running_batch,
@@ -72,7 +75,10 @@ class AggConfig(eqx.Module):
 
     `mixed_prefill` (1 by default, Sarathi / vLLM / TRT-LLM; 0 for SGLang's default scheduler) says whether
     prefill chunks ride with the decodes or run as iterations of their own; `request_overhead_s` (0 by
-    default) is the framework's fixed per-request time outside the iterations (see the module docstring).
+    default) is the framework's fixed per-request time outside the iterations (see the module docstring);
+    `adp_balance_iters` (0 by default: off) is TensorRT-LLM's attention-DP balancing timeout
+    (`attention_dp_config: {enable_balance: true, timeout_iters: N}`; 50 when balancing is on and no timeout
+    is given), which holds new prompts until every DP rank has one (`queueing.adp_balance_wait`).
     """
 
     deploy: Deployment
@@ -81,6 +87,7 @@ class AggConfig(eqx.Module):
     workers: Array = _num(1.0)
     mixed_prefill: Array = _num(1.0)  # 1: prefill chunks share iterations with decodes; 0: run apart
     request_overhead_s: Array = _num(0.0)  # per-request time outside the engine iterations, added to TTFT
+    adp_balance_iters: Array = _num(0.0)  # attention-DP context balancing timeout, iterations (0: off)
 
 
 def decode_batch(w: Workload, decode_requests: Array, context_grows: bool = True) -> StepBatch:
@@ -197,7 +204,10 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
         in_flight = busy * (1.0 - share) * dec.total_s
     else:  # the bursts above already hold whole groups (or one prompt's chunk when nothing is synchronised)
         wave = wave_iterations(load, k * iters_per_request, chunks, mode) * ((1.0 - mix) + mix * share) * burst.total_s
-    ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait + in_flight
+    # Attention-DP context balancing holds prompts that arrive apart (not the first round's wave).
+    held = adp_balance_wait(load, cfg.adp_balance_iters * step_s, d.dp, requests_per_s / (cfg.workers * d.dp),
+                            running, mode)
+    ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait + in_flight + (1.0 - share) * held
     gpus = cfg.workers * d.gpus
     mem_frac = jnp.maximum(dec.memory_bytes, burst.memory_bytes) / Mem.usable_bytes_per_gpu(hw)
     return assemble(ttft_s=ttft, tpot_s=tpot, requests_per_s=requests_per_s, gpus=gpus, output_tokens=w.output_tokens,

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
+import jax.scipy.special as jsp
+import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
@@ -131,6 +133,31 @@ def first_round_share(load: Load) -> Array:
     if load.kind == "concurrency":
         return jnp.where(rounds > 0.0, 1.0 / jnp.maximum(rounds, 1.0), 0.0)
     return jnp.zeros_like(rounds)
+
+
+def adp_balance_wait(load: Load, timeout_s: ArrayLike, dp: ArrayLike, rank_rate: ArrayLike, running: ArrayLike,
+                     mode: Mode = HARD) -> Array:
+    """Mean wait a new prompt spends held by attention-DP context balancing (TensorRT-LLM
+    `attention_dp_config.enable_balance`): while the ranks' decodes run, a rank's waiting prompts are held
+    until every DP rank has one or `timeout_s` after the first held one, then all are scheduled together.
+
+    With prompts reaching each rank at `rank_rate` (Poisson), a hold opens with one prompt and lasts
+    W = min(timeout, H(dp − 1) / rank_rate), the expected time until each of the other dp − 1 ranks has one
+    (H: harmonic number); the opener waits W, the dp·rate·W prompts arriving during it W / 2 on average, so
+    the mean is W (1 + ΛW / 2) / (1 + ΛW), Λ = dp · rank_rate. Nothing is held when a rank has no decodes
+    (weight min(running, 1)^dp) or with one rank. Arrivals in whole groups (a synchronised closed loop) reach
+    every rank at once and are not held: 0 for grouped loads and saturation; the caller weights a closed
+    loop's first round out."""
+    rate = jnp.maximum(jnp.asarray(rank_rate), 1e-12)
+    dp = jnp.asarray(dp)
+    if load.kind == "saturation" or load.grouped:
+        return jnp.zeros_like(rate * dp)
+    others = jnp.maximum(dp - 1.0, 0.0)
+    harmonic = jsp.digamma(others + 1.0) + np.euler_gamma
+    hold = smooth.minimum(jnp.asarray(timeout_s), harmonic / rate, mode)
+    arrivals = dp * rate * hold
+    busy = jnp.clip(jnp.asarray(running), 0.0, 1.0) ** dp
+    return jnp.where(dp > 1.0, busy * hold * (1.0 + 0.5 * arrivals) / (1.0 + arrivals), 0.0)
 
 
 def bottleneck_wait(load: Load, capacity_rps: ArrayLike, unqueued_latency_s: ArrayLike, mode: Mode = HARD) -> Array:
