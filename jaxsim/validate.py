@@ -44,7 +44,9 @@ Rows that cannot be modelled are skipped with a reason, never bent to fit. The r
 
 Precision: GEMM and expert weight bytes follow `gemm_quant_mode` / `moe_quant_mode` (`QUANT_BYTES`);
 when both are missing, `precision`, else the checkpoint name (`-FP8` → 1 byte, `-NVFP4` → 0.5, else BF16).
-Weight-only modes (`int4_wo`, W4A16) quantise the routed experts only: GEMM weights stay BF16. KV cache:
+Weight-only modes (`int4_wo`, W4A16) quantise the routed experts only: GEMM weights stay BF16, and so do GPT-OSS's
+(`EXPERTS_ONLY_CHECKPOINTS`: its checkpoint quantises the experts to MXFP4 and keeps attention, router, embeddings
+and head in BF16, whatever the row's `gemm_quant_mode` says). KV cache:
 AIConfigurator's quantisation profiles — FP8 for fp8 and nvfp4 deployments, BF16 for bf16, missing
 precision, weight-only int4 and GPT-OSS (its mxfp4 profile).
 
@@ -136,6 +138,10 @@ QUANT_BYTES = {"bf16": 2.0, "bfloat16": 2.0, "float16": 2.0, "fp16": 2.0, "fp8":
 WEIGHT_ONLY = ("int4_wo", "w4a16_mxfp4")
 KV_FP8_PRECISIONS = ("fp8", "fp4")
 BF16_KV_CHECKPOINTS = ("openai/gpt-oss",)  # AIConfigurator's mxfp4 profile keeps the KV cache in BF16
+# Checkpoints whose quantisation covers the routed experts only: GPT-OSS ships MXFP4 experts and BF16 attention,
+# router, embeddings and head (its config.json `quantization_config.modules_to_not_convert`), whatever the
+# sample's `gemm_quant_mode` says.
+EXPERTS_ONLY_CHECKPOINTS = ("openai/gpt-oss",)
 
 AGG_CHUNK = 8192.0  # `jaxsim estimate --ctx-tokens` default
 BENCH_ROUNDS = 20.0  # aiperf rows: measured requests per client after a synchronised start (module docstring)
@@ -210,7 +216,7 @@ class Framework:
 # Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
 # calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
 # the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
-FRAMEWORKS = {"vllm": Framework(1.0, 0.059), "trtllm": Framework(1.0, 0.052), "sglang": Framework(0.0, 0.231)}
+FRAMEWORKS = {"vllm": Framework(1.0, 0.060), "trtllm": Framework(1.0, 0.048), "sglang": Framework(0.0, 0.231)}
 OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
 
 
@@ -367,7 +373,8 @@ def _quant(row: Mapping[str, Any]) -> tuple[float, float, float] | SkipReason:
     for mode in (*modes, precision):
         if mode not in QUANT_BYTES:
             return SkipReason("unknown_precision", f"{mode!r}; known: {', '.join(QUANT_BYTES)}")
-    gemm = 2.0 if modes[0] in WEIGHT_ONLY else QUANT_BYTES[modes[0]]
+    gemm = 2.0 if modes[0] in WEIGHT_ONLY or any(model.startswith(p) for p in EXPERTS_ONLY_CHECKPOINTS) \
+        else QUANT_BYTES[modes[0]]
     bf16_kv = precision not in KV_FP8_PRECISIONS or any(model.startswith(p) for p in BF16_KV_CHECKPOINTS)
     return gemm, QUANT_BYTES[modes[1]], 2.0 if bf16_kv else 1.0
 

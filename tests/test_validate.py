@@ -308,7 +308,8 @@ def test_quant_and_workers_rules() -> None:
     assert V._quant(base) == (0.5, 0.5, 1.0)  # nvfp4 profile: FP8 KV
     assert V._quant({**base, "precision": "int4", "gemm_quant_mode": "int4_wo", "moe_quant_mode": "int4_wo"}) == (
         2.0, 0.5, 2.0)  # weight-only int4: experts only, BF16 KV
-    assert V._quant({**base, "model_path": "openai/gpt-oss-120b"}) == (0.5, 0.5, 2.0)  # mxfp4 profile: BF16 KV
+    # GPT-OSS: MXFP4 experts, BF16 attention / router / head (its quantization_config), BF16 KV (mxfp4 profile)
+    assert V._quant({**base, "model_path": "openai/gpt-oss-120b"}) == (2.0, 0.5, 2.0)
     assert V._quant({"model_path": "Qwen/Qwen3-32B", "precision": float("nan"), "gemm_quant_mode": float("nan"),
                      "moe_quant_mode": float("nan")}) == (2.0, 2.0, 2.0)  # checkpoint dtype
     assert V._quant({**base, "moe_quant_mode": "int3"}).reason == "unknown_precision"  # type: ignore[union-attr]
