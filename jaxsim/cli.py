@@ -247,6 +247,8 @@ def estimate_cmd(
     adp_balance_iters: Annotated[float, Opt(help="agg with attention DP: TensorRT-LLM's attention-DP balancing "
                                             "timeout in iterations (attention_dp_config enable_balance / "
                                             "timeout_iters; 50 is its default when on); 0 = off.")] = 0,
+    recv_interval: Annotated[float, Opt(help="agg: decode iterations between the scheduler's polls for new "
+                                        "requests (SGLang's --scheduler-recv-interval); 1 = every iteration.")] = 1,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Serving metrics of one configuration: TTFT, TPOT, throughput, memory, feasibility, breakdown."""
@@ -278,10 +280,15 @@ def estimate_cmd(
             raise SpecError(f"--adp-balance-iters must be a finite number ≥ 0 (0 = off), got {adp_balance_iters}")
         if adp_balance_iters and mode != "agg":
             raise SpecError("--adp-balance-iters applies to --mode agg (attention-DP balancing of new prompts)")
+        if not 1 <= recv_interval < float("inf"):
+            raise SpecError(f"--recv-interval must be a finite number ≥ 1 (1 = every iteration), got {recv_interval}")
+        if recv_interval != 1 and mode != "agg":
+            raise SpecError("--recv-interval applies to --mode agg (the scheduler's polls for new requests)")
         if mode == "agg":
             positive("workers", workers)
             cfg: Config = AggConfig(build_deployment(m, tp, pp, dp, moe_tp, moe_ep, *quants), batch=batch_size,
-                                    chunk=ctx_tokens, workers=workers, adp_balance_iters=adp_balance_iters)
+                                    chunk=ctx_tokens, workers=workers, adp_balance_iters=adp_balance_iters,
+                                    recv_interval=recv_interval)
         elif mode == "disagg":
             pre = build_deployment(m, prefill_tp or tp, prefill_pp or pp, prefill_dp or dp, prefill_moe_tp or moe_tp,
                                    prefill_moe_ep or moe_ep, *quants)

@@ -183,6 +183,22 @@ INFERENCEX_TRTLLM_ADP_BALANCE_ITERS = {"deepseek": 60.0}
 TRTLLM_ADP_BALANCE_DEFAULT_ITERS = 50.0
 
 
+# SGLang's scheduler poll interval (`AggConfig.recv_interval`) as InferenceX's SGLang DeepSeek-R1 scripts for B200
+# set it: `--scheduler-recv-interval` 30 at concurrency ≥ 16, else 10 (benchmarks/dsr1_fp4_b200.sh; dsr1_fp8_b200.sh
+# the same at TP 8 and 10 at TP 4); the H200 script (dsr1_fp8_h200.sh) leaves SGLang's default, 1.
+SGLANG_RECV_SYSTEMS = ("b200_sxm",)
+
+
+def sglang_recv_interval(harness: Harness, backend: str, family: str, system: str, precision: str, tp: float,
+                         concurrency: float) -> float:
+    """Decode iterations between SGLang's polls for new requests in a row's deployment (1: every iteration)."""
+    if harness.name != "inferencex" or backend != "sglang" or family != "deepseek" or system not in SGLANG_RECV_SYSTEMS:
+        return 1.0
+    if concurrency >= 16 and (tp == 8 or precision == "fp4"):
+        return 30.0
+    return 10.0
+
+
 def adp_balance_iters(harness: Harness, backend: str, family: str) -> float:
     """The attention-DP balancing timeout (iterations) a row's deployment ran with, 0 when it was off."""
     if harness.name != "inferencex" or backend != "trtllm":
@@ -216,7 +232,7 @@ class Framework:
 # Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
 # calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
 # the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
-FRAMEWORKS = {"vllm": Framework(1.0, 0.060), "trtllm": Framework(1.0, 0.048), "sglang": Framework(0.0, 0.231)}
+FRAMEWORKS = {"vllm": Framework(1.0, 0.060), "trtllm": Framework(1.0, 0.048), "sglang": Framework(0.0, 0.229)}
 OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
 
 
@@ -473,9 +489,13 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
             return d
         backend = str(row["backend"]).strip().lower()
         fw = frameworks.get(backend, Framework())
+        family = model_family(str(row["model_path"]), m)
+        precision = str(row["precision"]).strip().lower() if isinstance(row["precision"], str) else ""
         cfg = AggConfig(d, batch=batch, chunk=AGG_CHUNK, workers=agg_workers(conc, batch, float(d.dp)),
                         mixed_prefill=fw.mixed_prefill, request_overhead_s=fw.request_overhead_s,
-                        adp_balance_iters=adp_balance_iters(harness, backend, model_family(str(row["model_path"]), m)))
+                        adp_balance_iters=adp_balance_iters(harness, backend, family),
+                        recv_interval=sglang_recv_interval(harness, backend, family, str(row["system"]).strip().lower(),
+                                                           precision, float(d.tp), conc))
     else:
         keys = ("prefill_batch_size", "decode_batch_size", "prefill_num_workers", "decode_num_workers")
         sizes = {k: _num(row[k]) for k in keys}

@@ -133,6 +133,11 @@ def test_aiconfigurator_names_and_workload_preset() -> None:
         (["--concurrency", "8", "--arrivals", "random"], ["--arrivals", "grouped", "spread", "random"]),
         (["--arrivals", "spread"], ["--arrivals", "--concurrency"]),
         (["--batch-size", "0"], ["--batch-size"]),
+        (["--adp-balance-iters", "-1"], ["--adp-balance-iters", "≥ 0"]),
+        (["--mode", "disagg", "--adp-balance-iters", "50"], ["--adp-balance-iters", "agg"]),
+        (["--recv-interval", "0.5"], ["--recv-interval", "≥ 1"]),
+        (["--recv-interval", "inf"], ["--recv-interval", "finite"]),
+        (["--mode", "disagg", "--recv-interval", "10"], ["--recv-interval", "agg"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str], needles: list[str]) -> None:

@@ -777,6 +777,12 @@ def test_spread_arrivals_prefill_one_prompt_per_burst_after_a_first_round_wave(d
         r = est(ds3, h200, apart, SHORT, LOOSE, Load("concurrency", 256.0, rounds, arrivals="spread"))
         share = 1.0 / rounds if rounds else 0.0
         assert f(r.ttft_s) == approx(t_alone + (1.0 - share) * t_dec + share * 1.5 * t_alone_group, rel=1e-4)
+    # A scheduler that polls for new requests every K decode iterations (SGLang's --scheduler-recv-interval):
+    # the predecessor ends at a uniform place in the cycle, so the wait is (K + 1) / 2 iterations, not 1.
+    for k in (10.0, 30.0):
+        polled = eqx.tree_at(lambda c: c.recv_interval, cfg, k)
+        r = est(ds3, h200, polled, SHORT, LOOSE, Load("concurrency", 256.0, 10.0, arrivals="spread"))
+        assert f(r.ttft_s) == approx(t_one + 0.9 * (k + 1.0) / 2.0 * t_dec + 0.1 * 1.5 * t_group)
     # One client: nobody else keeps the engine busy, nobody to wave with.
     one = AggConfig(dep(tp=8, ep=8), batch=64.0, chunk=8192.0)
     alone = est(ds3, h200, one, SHORT, LOOSE, Load("concurrency", 1.0, 10.0, arrivals="spread"))
@@ -851,6 +857,64 @@ def test_request_overhead_adds_to_ttft_only(ds3: js.Model, h200: js.Hardware) ->
         assert f(r1.ttft_s) == approx(f(r0.ttft_s) + 0.1)
         assert f(r1.tpot_s) == approx(f(r0.tpot_s))
         assert f(r1.requests_per_s) == approx(f(r0.requests_per_s))
+
+
+def exact_mva_wait(n: int, servers: int, service: float, think: float) -> float:
+    """Exact mean-value analysis of a closed network: one FCFS station of `servers` exponential servers
+    (marginal probabilities), N clients, think time elsewhere; the mean wait in the station's queue."""
+    p = [1.0] + [0.0] * n  # P(j clients at the station), population 0
+    r = 0.0
+    for k in range(1, n + 1):
+        # an arrival that finds i = j − 1 clients waits for i − c + 1 departures when all servers are busy
+        r = service * (1.0 + sum(max(j - servers, 0) * p[j - 1] for j in range(1, k + 1)) / servers)
+        x = k / (r + think)
+        new = [0.0] * (n + 1)
+        for j in range(1, k + 1):
+            new[j] = x * service / min(j, servers) * p[j - 1]
+        new[0] = 1.0 - sum(new[1:])
+        p = new
+    return r - service
+
+
+def test_closed_network_wait_follows_mean_value_analysis() -> None:
+    """The approximate MVA wait against the exact one: no wait for one client; one server near its knee (N* =
+    (S + Z) / S = 78) within 30 % (Schweitzer's approximation is worst there); eight servers (Seidmann's
+    single-server equivalent) above the exact wait at the knee, by less than 3×, and within 25 % past it; the
+    asymptote far beyond."""
+    from jaxsim.serve.queueing import closed_network_wait
+
+    def approx_wait(n: float, c: float, s: float, z: float) -> float:
+        return f(closed_network_wait(Load("concurrency", n), c, s, z))
+
+    assert approx_wait(1.0, 1.0, 0.3, 23.0) == approx(0.0)
+    for n in (64, 80):
+        assert approx_wait(n, 1.0, 0.3, 23.0) == approx(exact_mva_wait(n, 1, 0.3, 23.0), rel=0.3)
+    knee = exact_mva_wait(64, 8, 2.4, 23.0)
+    assert knee < approx_wait(64.0, 8.0, 2.4, 23.0) < 3.0 * knee
+    assert approx_wait(100.0, 8.0, 2.4, 23.0) == approx(exact_mva_wait(100, 8, 2.4, 23.0), rel=0.25)
+    far = f(closed_network_wait(Load("concurrency", 2000.0), 1.0, 0.3, 23.0))
+    assert far == approx(2000 * 0.3 - 23.0 - 0.3, rel=1e-3)
+    for load in (Load(), Load("rate", 1.0)):
+        assert f(closed_network_wait(load, 1.0, 0.3, 23.0)) == 0.0
+
+
+def test_pd_clients_queue_at_the_prefill_pool_near_its_knee(ds3: js.Model, h200: js.Hardware) -> None:
+    """P/D below the prefill pool's capacity but near it: the asymptotic bound says no wait, the closed network
+    does (8 prefill ranks, one 8k prompt each per iteration; the clients spend the rest of each cycle decoding
+    64 tokens on 4 decode instances with room for all)."""
+    from jaxsim.serve.queueing import closed_network_wait
+    w = js.Workload(input_tokens=8000.0, output_tokens=64.0)
+    cfg = DisaggConfig(EP8, EP8, prefill_batch=1.0, decode_batch=64.0, prefill_workers=1.0, decode_workers=4.0)
+    t_p = f(step(ds3, h200, EP8, prefill_only(w, 1.0)).total_s)
+    for n in (6.0, 12.0):  # the knee is at about 8 × (1.1 s + 1 s) / 1.1 s ≈ 16 clients
+        r = est(ds3, h200, cfg, w, LOOSE, Load("concurrency", n))
+        t_d = f(step(ds3, h200, EP8, decode_only(w, n / 32)).total_s)
+        unqueued = t_p + kv_transfer_by_hand(w, 8, 8) + t_d
+        rest = unqueued - t_p + 63 * t_d
+        wait = f(closed_network_wait(Load("concurrency", n), 8.0, t_p, rest))
+        assert n / (8 / t_p) < unqueued + 63 * t_d  # below the knee: the asymptotic bound adds nothing
+        assert wait > 0.0
+        assert f(r.ttft_s) == approx(unqueued + wait, rel=1e-4)
 
 
 def test_pd_closed_loop_bound_by_the_slower_pool_obeys_littles_law(ds3: js.Model, h200: js.Hardware) -> None:

@@ -258,6 +258,26 @@ def test_inferencex_trtllm_rows_run_attention_dp_balancing_as_its_scripts_set_it
     assert V.adp_balance_iters(aiperf, "trtllm", "deepseek") == 0.0
 
 
+def test_inferencex_sglang_deepseek_rows_poll_as_their_scripts_set_it() -> None:
+    """InferenceX's SGLang DeepSeek-R1 scripts for B200 set --scheduler-recv-interval 30 at concurrency ≥ 16 (FP4;
+    FP8 at TP 8), else 10; its H200 script and every other client keep SGLang's default, 1."""
+    inferencex, aiperf = V.HARNESSES["inferencex"], V.HARNESSES["aiperf"]
+    f = V.sglang_recv_interval
+    assert f(inferencex, "sglang", "deepseek", "b200_sxm", "fp4", 4.0, 16.0) == 30.0
+    assert f(inferencex, "sglang", "deepseek", "b200_sxm", "fp4", 4.0, 8.0) == 10.0
+    assert f(inferencex, "sglang", "deepseek", "b200_sxm", "fp8", 8.0, 64.0) == 30.0
+    assert f(inferencex, "sglang", "deepseek", "b200_sxm", "fp8", 4.0, 64.0) == 10.0
+    for args in (("sglang", "deepseek", "h200_sxm", "fp8", 8.0, 64.0), ("vllm", "deepseek", "b200_sxm", "fp8", 8.0, 64.0),
+                 ("sglang", "glm", "b200_sxm", "fp8", 8.0, 64.0)):
+        assert f(inferencex, *args) == 1.0
+    assert f(aiperf, "sglang", "deepseek", "b200_sxm", "fp4", 8.0, 64.0) == 1.0
+    row = V.load_silicon(TINY).set_index("id").loc["tiny_ds_agg_c256"].to_dict()
+    row.update(id="tiny_ds_agg_c256", silicon_data_source=INFERENCEX_SOURCE, backend="sglang", system="b200_sxm",
+               precision="fp4", concurrency=256.0)
+    s = V.row_to_scenario(row, V.Catalog())
+    assert isinstance(s, V.Scenario) and float(s.config.recv_interval) == 30.0
+
+
 def test_an_inferencex_row_predicts_what_jaxsim_estimate_does() -> None:
     """Validation of an InferenceX row = `jaxsim estimate` at the client's mean lengths, 10 rounds, spread
     arrivals, and (a TRT-LLM row with attention DP) InferenceX's DeepSeek balancing timeout of 60 iterations

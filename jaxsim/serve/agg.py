@@ -78,7 +78,10 @@ class AggConfig(eqx.Module):
     default) is the framework's fixed per-request time outside the iterations (see the module docstring);
     `adp_balance_iters` (0 by default: off) is TensorRT-LLM's attention-DP balancing timeout
     (`attention_dp_config: {enable_balance: true, timeout_iters: N}`; 50 when balancing is on and no timeout
-    is given), which holds new prompts until every DP rank has one (`queueing.adp_balance_wait`).
+    is given), which holds new prompts until every DP rank has one (`queueing.adp_balance_wait`);
+    `recv_interval` (1 by default) is how many decode iterations the scheduler runs between polls for new
+    requests (SGLang's `--scheduler-recv-interval`; it polls right after any prefill batch), so a request that
+    arrives apart waits (K + 1) / 2 decode iterations on average instead of the one in flight.
     """
 
     deploy: Deployment
@@ -88,6 +91,7 @@ class AggConfig(eqx.Module):
     mixed_prefill: Array = _num(1.0)  # 1: prefill chunks share iterations with decodes; 0: run apart
     request_overhead_s: Array = _num(0.0)  # per-request time outside the engine iterations, added to TTFT
     adp_balance_iters: Array = _num(0.0)  # attention-DP context balancing timeout, iterations (0: off)
+    recv_interval: Array = _num(1.0)  # decode iterations between the scheduler's polls for new requests
 
 
 def decode_batch(w: Workload, decode_requests: Array, context_grows: bool = True) -> StepBatch:
@@ -200,8 +204,11 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
         # its start, the others keep the engine busy) and wait for it to end before their prefill starts.
         wave = share * group_wave_s(load, w, running, iters_per_request, cfg.chunk, chunks, mix,
                                     lambda b: step_cost(m, hw, d, b, mode), mode)
+        # With a scheduler that polls every K decode iterations, the predecessor's last iteration ends at a
+        # uniform place in the K-iteration cycle: the request waits (K + 1) / 2 iterations on average (1 when K = 1).
         busy = jnp.clip(load.value / cfg.workers - 1.0, 0.0, 1.0)
-        in_flight = busy * (1.0 - share) * dec.total_s
+        polls = 0.5 * (jnp.maximum(cfg.recv_interval, 1.0) + 1.0)
+        in_flight = busy * (1.0 - share) * polls * dec.total_s
     else:  # the bursts above already hold whole groups (or one prompt's chunk when nothing is synchronised)
         wave = wave_iterations(load, k * iters_per_request, chunks, mode) * ((1.0 - mix) + mix * share) * burst.total_s
     # Attention-DP context balancing holds prompts that arrive apart (not the first round's wave).

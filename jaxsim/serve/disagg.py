@@ -14,10 +14,12 @@ instances (continuous), which gives the closed form
 TTFT = `request_overhead_s` (the framework's fixed per-request time: HTTP, tokenisation, routing,
 streaming) + queueing + the prefill iteration + the KV transfer + one decode step (the decode instance
 admits the request at its next iteration and emits the first token with it). Under a closed loop the
-queueing is at least what the slower pool imposes (`queueing.bottleneck_wait`), so the model's own
-numbers obey Little's law; when the measurement includes the clients' synchronised start
-(`Load.rounds` > 0), its first round adds the wait of each prefill rank's share of the N prompts in
-prefill batches, weighted 1 / rounds (`queueing.first_round_share`). TPOT = decode iteration latency / a.
+clients queue at the prefill pool as at a station of prefill-rank × prefill-batch servers in a closed network
+(`queueing.closed_network_wait`, approximate mean-value analysis), and never less than the slower pool
+imposes (`queueing.bottleneck_wait`), so the model's own numbers obey Little's law; when the measurement
+includes the clients' synchronised start (`Load.rounds` > 0), its first round adds the wait of each prefill
+rank's share of the N prompts in prefill batches, weighted 1 / rounds (`queueing.first_round_share`).
+TPOT = decode iteration latency / a.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from jaxsim.serve.queueing import (
     SATURATION,
     Load,
     bottleneck_wait,
+    closed_network_wait,
     first_round_share,
     queue_wait,
     running_batch,
@@ -143,7 +146,12 @@ def compose_pd(m: Model, hw: Hardware, prefill: Deployment, prefill_batch: Array
     gpus = w_p * prefill.gpus + w_d * pool.gpus
     wait, overload = queue_wait(load, w_d * pool.slots, capacity, pre.interval_s / (prefill.dp * prefill_batch), w_p)
     unqueued = request_overhead_s + pre.total_s + kv_transfer_s(m, hw, prefill, pool.gpus, w) + pool.tpot_s
-    wait = jnp.maximum(wait, bottleneck_wait(load, capacity, unqueued + (w.output_tokens - 1.0) * pool.tpot_s, mode))
+    # Closed loop: the N clients queue at the prefill pool (its ranks × prefill batch servers, one prefill
+    # iteration each), spending the rest of each cycle elsewhere; never below the slower pool's asymptotic bound.
+    cycle_rest = unqueued - pre.total_s + (w.output_tokens - 1.0) * pool.tpot_s
+    wait = jnp.maximum(wait, jnp.maximum(
+        bottleneck_wait(load, capacity, unqueued + (w.output_tokens - 1.0) * pool.tpot_s, mode),
+        closed_network_wait(load, w_p * prefill.dp * prefill_batch, pre.interval_s, cycle_rest, mode)))
     # A measured synchronised start: each prefill rank's share of the N prompts queues in prefill batches.
     first_wave = wave_iterations(load, load.value / (w_p * prefill.dp * prefill_batch), 1.0, mode) * pre.interval_s
     ttft = wait + unqueued + first_round_share(load) * first_wave

@@ -41,6 +41,7 @@ Three loads (`Load.kind`, static):
 from __future__ import annotations
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
@@ -158,6 +159,34 @@ def adp_balance_wait(load: Load, timeout_s: ArrayLike, dp: ArrayLike, rank_rate:
     arrivals = dp * rate * hold
     busy = jnp.clip(jnp.asarray(running), 0.0, 1.0) ** dp
     return jnp.where(dp > 1.0, busy * hold * (1.0 + 0.5 * arrivals) / (1.0 + arrivals), 0.0)
+
+
+MVA_ITERATIONS = 60  # Schweitzer fixed-point steps (converges well before this for N up to 10^5)
+
+
+def closed_network_wait(load: Load, servers: ArrayLike, service_s: ArrayLike, think_s: ArrayLike,
+                        mode: Mode = HARD) -> Array:
+    """Mean wait at a station of `servers` parallel servers (each `service_s` per request) that N closed-loop
+    clients visit once per cycle, spending `think_s` elsewhere (approximate mean-value analysis: Seidmann's
+    single-server equivalent — demand S / c plus a delay S (c − 1) / c — solved with Schweitzer's fixed point
+    R = (S / c)(1 + Q (N − 1) / N), X = N / (R + Z'), Q = X R). Exact in its limits: no wait for one client, and
+    N / (c / S) − Z − S for N far beyond the knee (the asymptotic bound `bottleneck_wait` gives). It assumes
+    exponential service, so near the knee it waits more than a deterministic server would. 0 for other loads."""
+    n = jnp.asarray(load.value, dtype=jnp.result_type(float))
+    c = jnp.maximum(jnp.asarray(servers), 1e-12)
+    demand = jnp.asarray(service_s) / c
+    z = jnp.maximum(jnp.asarray(think_s), 0.0) + jnp.asarray(service_s) * (c - 1.0) / c
+    if load.kind != "concurrency":
+        return jnp.zeros_like(demand * z)
+    frac = jnp.where(n > 0.0, (n - 1.0) / jnp.maximum(n, 1e-12), 0.0)
+
+    def step(_: int, q: Array) -> Array:
+        r = demand * (1.0 + q * frac)
+        return n * r / (r + z)
+
+    q0 = jnp.zeros_like(demand * z * n)
+    q = jax.lax.fori_loop(0, MVA_ITERATIONS, step, q0)
+    return smooth.relu(demand * q * frac, mode)
 
 
 def bottleneck_wait(load: Load, capacity_rps: ArrayLike, unqueued_latency_s: ArrayLike, mode: Mode = HARD) -> Array:
