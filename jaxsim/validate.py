@@ -232,7 +232,7 @@ class Framework:
 # Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
 # calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
 # the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
-FRAMEWORKS = {"vllm": Framework(1.0, 0.060), "trtllm": Framework(1.0, 0.048), "sglang": Framework(0.0, 0.229)}
+FRAMEWORKS = {"vllm": Framework(1.0, 0.050), "trtllm": Framework(1.0, 0.046), "sglang": Framework(0.0, 0.221)}
 OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
 
 

@@ -759,16 +759,26 @@ def test_spread_arrivals_prefill_one_prompt_per_burst_after_a_first_round_wave(d
     waits for that decode iteration and is then prefilled alone beside the 32 decodes (1024 tokens; 32 × 1024 /
     256 = 128 per decode step on average, so 1 / 8 of the steps carry one). The first round is still a wave:
     32 × 1024 tokens in 4 full 8192-token bursts, 1.5 bursts of waiting on average, counted once in R rounds,
-    the round in which nobody waits for an iteration in flight."""
+    the round in which nobody waits for an iteration in flight. Between rounds the 256 clients also queue for the
+    prefill budget as clients of a closed network: 8 ranks, each prompt taking 1024 / 8192 of a full-budget
+    iteration, the rest of each cycle (256 decode steps) elsewhere (`queueing.closed_network_wait`)."""
+    from jaxsim.serve.queueing import closed_network_wait
     cfg = AggConfig(EP8, batch=64.0, chunk=8192.0)
     t_dec = f(step(ds3, h200, EP8, decode_only(SHORT, 32.0)).total_s)
     t_one = f(step(ds3, h200, EP8, burst(SHORT, 32.0, 1024.0)).total_s)
     t_group = f(step(ds3, h200, EP8, burst(SHORT, 32.0, 8192.0)).total_s)
+    tpot = t_dec + 0.125 * (t_one - t_dec)
+
+    def queued(t_full: float, step_s: float) -> float:
+        return f(closed_network_wait(Load("concurrency", 256.0), 8.0, t_full / 8.0, 256.0 * step_s))
+
+    q = queued(t_group, tpot)
+    assert q > 0.0
     for rounds in (0.0, 1.0, 10.0):
         r = est(ds3, h200, cfg, SHORT, LOOSE, Load("concurrency", 256.0, rounds, arrivals="spread"))
         share = 1.0 / rounds if rounds else 0.0
-        assert f(r.ttft_s) == approx(t_one + (1.0 - share) * t_dec + share * 1.5 * t_group)
-        assert f(r.tpot_s) == approx(t_dec + 0.125 * (t_one - t_dec))
+        assert f(r.ttft_s) == approx(t_one + (1.0 - share) * (t_dec + q) + share * 1.5 * t_group)
+        assert f(r.tpot_s) == approx(tpot)
     # Prefill apart from decode (SGLang): no group wave every round any more, only in the first.
     apart = AggConfig(EP8, batch=64.0, chunk=8192.0, mixed_prefill=0.0)
     t_alone = f(step(ds3, h200, EP8, prefill_only(SHORT, 1.0)).total_s)
@@ -776,13 +786,15 @@ def test_spread_arrivals_prefill_one_prompt_per_burst_after_a_first_round_wave(d
     for rounds in (0.0, 10.0):
         r = est(ds3, h200, apart, SHORT, LOOSE, Load("concurrency", 256.0, rounds, arrivals="spread"))
         share = 1.0 / rounds if rounds else 0.0
-        assert f(r.ttft_s) == approx(t_alone + (1.0 - share) * t_dec + share * 1.5 * t_alone_group, rel=1e-4)
+        q_apart = queued(t_alone_group, f(r.tpot_s))
+        assert f(r.ttft_s) == approx(t_alone + (1.0 - share) * (t_dec + q_apart) + share * 1.5 * t_alone_group,
+                                     rel=1e-4)
     # A scheduler that polls for new requests every K decode iterations (SGLang's --scheduler-recv-interval):
     # the predecessor ends at a uniform place in the cycle, so the wait is (K + 1) / 2 iterations, not 1.
     for k in (10.0, 30.0):
         polled = eqx.tree_at(lambda c: c.recv_interval, cfg, k)
         r = est(ds3, h200, polled, SHORT, LOOSE, Load("concurrency", 256.0, 10.0, arrivals="spread"))
-        assert f(r.ttft_s) == approx(t_one + 0.9 * (k + 1.0) / 2.0 * t_dec + 0.1 * 1.5 * t_group)
+        assert f(r.ttft_s) == approx(t_one + 0.9 * ((k + 1.0) / 2.0 * t_dec + q) + 0.1 * 1.5 * t_group)
     # One client: nobody else keeps the engine busy, nobody to wave with.
     one = AggConfig(dep(tp=8, ep=8), batch=64.0, chunk=8192.0)
     alone = est(ds3, h200, one, SHORT, LOOSE, Load("concurrency", 1.0, 10.0, arrivals="spread"))
@@ -849,12 +861,14 @@ def test_bursty_prefill_is_cheaper_than_spread_for_a_small_moe_batch(ds3: js.Mod
 
 
 def test_request_overhead_adds_to_ttft_only(ds3: js.Model, h200: js.Hardware) -> None:
+    """The fixed per-request time adds to TTFT; under a closed loop it also lengthens each client's cycle, so the
+    clients queue a little less at the prefill pool (P/D): the TTFT grows by at most the overhead, barely less."""
     load = Load("concurrency", 64.0)
     for cfg in (AggConfig(EP8, batch=64.0, chunk=8192.0),
                 DisaggConfig(EP8, EP8, prefill_batch=1.0, decode_batch=64.0, prefill_workers=1.0, decode_workers=1.0)):
         r0 = est(ds3, h200, cfg, SHORT, LOOSE, load)
         r1 = est(ds3, h200, eqx.tree_at(lambda c: c.request_overhead_s, cfg, 0.1), SHORT, LOOSE, load)
-        assert f(r1.ttft_s) == approx(f(r0.ttft_s) + 0.1)
+        assert 0.1 - 1e-3 <= f(r1.ttft_s) - f(r0.ttft_s) <= 0.1 + 1e-6
         assert f(r1.tpot_s) == approx(f(r0.tpot_s))
         assert f(r1.requests_per_s) == approx(f(r0.requests_per_s))
 
@@ -920,7 +934,8 @@ def test_pd_clients_queue_at_the_prefill_pool_near_its_knee(ds3: js.Model, h200:
 def test_pd_closed_loop_bound_by_the_slower_pool_obeys_littles_law(ds3: js.Model, h200: js.Hardware) -> None:
     """One prefill instance (1 prompt per rank per iteration) feeding 4 decode instances with room for all:
     the prefill pool is the bottleneck, so N requests circulate at its capacity r_p and, by Little's law, each
-    spends N / r_p in the system; TTFT takes what the unqueued latency leaves."""
+    spends N / r_p in the system; TTFT takes what the unqueued latency leaves (the closed-network approximation
+    meets this asymptote to within a small part of one prompt's service: 1e-4 of the wait here)."""
     w = js.Workload(input_tokens=8000.0, output_tokens=64.0)
     cfg = DisaggConfig(EP8, EP8, prefill_batch=1.0, decode_batch=64.0, prefill_workers=1.0, decode_workers=4.0)
     t_p = f(step(ds3, h200, EP8, prefill_only(w, 1.0)).total_s)
@@ -930,6 +945,6 @@ def test_pd_closed_loop_bound_by_the_slower_pool_obeys_littles_law(ds3: js.Model
     t_d = f(step(ds3, h200, EP8, decode_only(w, n / 32)).total_s)  # 512 requests over 4 × 8 decode ranks
     unqueued = t_p + kv_transfer_by_hand(w, 8, 8) + t_d
     assert f(r.requests_per_s) == approx(r_p)  # precondition: prefill-bound
-    assert f(r.ttft_s) == approx(n / r_p - 63 * t_d, rel=1e-4)
+    assert f(r.ttft_s) == approx(n / r_p - 63 * t_d, rel=2e-4)
     assert f(r.ttft_s) > unqueued
-    assert f(r.requests_per_s) * f(r.request_latency_s) == approx(n, rel=1e-4)
+    assert f(r.requests_per_s) * f(r.request_latency_s) == approx(n, rel=2e-4)

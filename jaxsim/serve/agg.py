@@ -33,7 +33,9 @@ into the chunk budget: `queueing.wave_iterations`, `queueing.first_round_share`;
 the decode iteration in flight when the request arrives: its predecessor finished as that iteration began,
 and the other clients' requests keep the engine busy whenever the instance has more than one; with
 TensorRT-LLM's attention-DP balancing on (`adp_balance_iters`), such a prompt is also held until every DP
-rank has one or the timeout passes: `queueing.adp_balance_wait`).
+rank has one or the timeout passes: `queueing.adp_balance_wait`; and it queues for the prefill budget as a
+client of a closed network whose station is the instance's ranks, each prompt taking input / chunk of a
+full-budget iteration: `queueing.closed_network_wait`).
 Throughput = groups × batch × a / time per decode step, where a group is one DP rank of one instance
 (× pp with pipeline parallelism, which keeps pp groups in flight); per GPU ÷ all GPUs of the instances.
 """
@@ -58,6 +60,7 @@ from jaxsim.serve.queueing import (
     Load,
     admitted_prompts,
     adp_balance_wait,
+    closed_network_wait,
     first_round_share,
     queue_wait,
     running_batch,
@@ -209,6 +212,14 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
         busy = jnp.clip(load.value / cfg.workers - 1.0, 0.0, 1.0)
         polls = 0.5 * (jnp.maximum(cfg.recv_interval, 1.0) + 1.0)
         in_flight = busy * (1.0 - share) * polls * dec.total_s
+        # Prompts that arrive apart still queue for the prefill budget when they come faster than it drains: an
+        # instance's clients visit a station of dp × pp ranks whose iterations carry `chunk` prompt tokens, i.e.
+        # input / chunk of a full-budget iteration per prompt, and spend the rest of each cycle decoding.
+        full = step_cost(m, hw, d, burst_batch(w, running, cfg.chunk, mix), mode)
+        clients = Load("concurrency", load.value / cfg.workers, load.rounds, arrivals=load.arrivals)
+        in_flight = in_flight + (1.0 - share) * closed_network_wait(
+            clients, d.dp * d.pp, full.total_s * w.input_tokens / cfg.chunk,
+            iters_per_request * step_s + cfg.request_overhead_s, mode)
     else:  # the bursts above already hold whole groups (or one prompt's chunk when nothing is synchronised)
         wave = wave_iterations(load, k * iters_per_request, chunks, mode) * ((1.0 - mix) + mix * share) * burst.total_s
     # Attention-DP context balancing holds prompts that arrive apart (not the first round's wave).
