@@ -199,6 +199,34 @@ def sglang_recv_interval(harness: Harness, backend: str, family: str, system: st
     return 10.0
 
 
+def inferencex_chunk(harness: Harness, backend: str, family: str, system: str, precision: str, tp: float,
+                     isl: float, concurrency: float) -> float:
+    """The prefill token budget per iteration (`AggConfig.chunk`) of a row's deployment: as InferenceX's launch
+    scripts set it for its runs (benchmarks/single_node/fixed_seq_len/*.sh), else the `jaxsim estimate` default.
+
+    - TRT-LLM DeepSeek-R1 (dsr1_*_trt.sh): `max_num_tokens` = max(8192, ⌈(CONC + ISL + 64) / 64⌉ × 64);
+      GPT-OSS (gptoss_fp4_*_trt.sh): 20,000.
+    - SGLang DeepSeek-R1 (dsr1_*.sh): `--chunked-prefill-size` 32,768 on H200 and on B200 FP8 at TP 8, 8,192 on
+      B200 FP8 at TP 4, 16,384 on B200 FP4.
+    - vLLM Kimi-K2.5 FP4 and MiniMax-M2.5 on B200 (kimik2.5_fp4_b200.sh, minimaxm2.5_fp{8,4}_b200.sh):
+      `--max-num-batched-tokens` 2 × ISL; GPT-OSS (gptoss_fp4_*.sh): 8,192.
+    """
+    if harness.name != "inferencex":
+        return AGG_CHUNK
+    if backend == "trtllm" and family == "deepseek":
+        return max(8192.0, math.ceil((concurrency + isl + 64.0) / 64.0) * 64.0)
+    if backend == "trtllm" and family == "gpt-oss":
+        return 20000.0
+    if backend == "sglang" and family == "deepseek":
+        if system == "b200_sxm" and precision == "fp4":
+            return 16384.0
+        return 8192.0 if system == "b200_sxm" and tp == 4 else 32768.0
+    twice_isl = family == "minimax" or (family == "kimi" and precision == "fp4")
+    if backend == "vllm" and system == "b200_sxm" and twice_isl:
+        return 2.0 * isl
+    return AGG_CHUNK
+
+
 def adp_balance_iters(harness: Harness, backend: str, family: str) -> float:
     """The attention-DP balancing timeout (iterations) a row's deployment ran with, 0 when it was off."""
     if harness.name != "inferencex" or backend != "trtllm":
@@ -232,7 +260,7 @@ class Framework:
 # Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
 # calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
 # the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
-FRAMEWORKS = {"vllm": Framework(1.0, 0.050), "trtllm": Framework(1.0, 0.046), "sglang": Framework(0.0, 0.221)}
+FRAMEWORKS = {"vllm": Framework(1.0, 0.054), "trtllm": Framework(1.0, 0.051), "sglang": Framework(0.0, 0.231)}
 OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
 
 
@@ -491,11 +519,13 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
         fw = frameworks.get(backend, Framework())
         family = model_family(str(row["model_path"]), m)
         precision = str(row["precision"]).strip().lower() if isinstance(row["precision"], str) else ""
-        cfg = AggConfig(d, batch=batch, chunk=AGG_CHUNK, workers=agg_workers(conc, batch, float(d.dp)),
+        system = str(row["system"]).strip().lower()
+        chunk = inferencex_chunk(harness, backend, family, system, precision, float(d.tp), float(isl), conc)
+        cfg = AggConfig(d, batch=batch, chunk=chunk, workers=agg_workers(conc, batch, float(d.dp)),
                         mixed_prefill=fw.mixed_prefill, request_overhead_s=fw.request_overhead_s,
                         adp_balance_iters=adp_balance_iters(harness, backend, family),
-                        recv_interval=sglang_recv_interval(harness, backend, family, str(row["system"]).strip().lower(),
-                                                           precision, float(d.tp), conc))
+                        recv_interval=sglang_recv_interval(harness, backend, family, system, precision, float(d.tp),
+                                                           conc))
     else:
         keys = ("prefill_batch_size", "decode_batch_size", "prefill_num_workers", "decode_num_workers")
         sizes = {k: _num(row[k]) for k in keys}

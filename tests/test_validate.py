@@ -278,6 +278,25 @@ def test_inferencex_sglang_deepseek_rows_poll_as_their_scripts_set_it() -> None:
     assert isinstance(s, V.Scenario) and float(s.config.recv_interval) == 30.0
 
 
+def test_inferencex_rows_take_the_prefill_budget_their_scripts_set() -> None:
+    """InferenceX's launch scripts set the prefill token budget per engine and model; other clients keep the
+    `jaxsim estimate` default (8,192)."""
+    ix, aiperf = V.HARNESSES["inferencex"], V.HARNESSES["aiperf"]
+    f = V.inferencex_chunk
+    assert f(ix, "trtllm", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 64.0) == 8192.0  # floor of 8,192
+    assert f(ix, "trtllm", "deepseek", "h200_sxm", "fp8", 8.0, 8192.0, 100.0) == 8384.0  # ⌈(100+8192+64)/64⌉·64 = 131·64
+    assert f(ix, "trtllm", "gpt-oss", "b200_sxm", "fp4", 4.0, 1024.0, 64.0) == 20000.0
+    assert f(ix, "sglang", "deepseek", "h200_sxm", "fp8", 8.0, 1024.0, 64.0) == 32768.0
+    assert f(ix, "sglang", "deepseek", "b200_sxm", "fp8", 4.0, 8192.0, 64.0) == 8192.0
+    assert f(ix, "sglang", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 64.0) == 16384.0
+    assert f(ix, "vllm", "kimi", "b200_sxm", "fp4", 8.0, 1024.0, 64.0) == 2048.0
+    assert f(ix, "vllm", "minimax", "b200_sxm", "fp8", 8.0, 8192.0, 64.0) == 16384.0
+    for args in (("vllm", "kimi", "b200_sxm", "int4", 8.0, 1024.0, 64.0), ("vllm", "minimax", "h200_sxm", "fp8", 8.0,
+                 1024.0, 64.0), ("vllm", "gpt-oss", "h100_sxm", "fp4", 2.0, 1024.0, 64.0)):
+        assert f(ix, *args) == V.AGG_CHUNK
+    assert f(aiperf, "sglang", "deepseek", "h200_sxm", "fp8", 8.0, 1024.0, 64.0) == V.AGG_CHUNK
+
+
 def test_an_inferencex_row_predicts_what_jaxsim_estimate_does() -> None:
     """Validation of an InferenceX row = `jaxsim estimate` at the client's mean lengths, 10 rounds, spread
     arrivals, and (a TRT-LLM row with attention DP) InferenceX's DeepSeek balancing timeout of 60 iterations
