@@ -249,6 +249,10 @@ def estimate_cmd(
                                             "timeout_iters; 50 is its default when on); 0 = off.")] = 0,
     recv_interval: Annotated[float, Opt(help="agg: decode iterations between the scheduler's polls for new "
                                         "requests (SGLang's --scheduler-recv-interval); 1 = every iteration.")] = 1,
+    batch_wait_iters: Annotated[float, Opt(help="agg: TensorRT-LLM batch waiting, timeout in iterations "
+                                           "(batch_wait_timeout_iters); 0 = off.")] = 0,
+    batch_wait_tokens: Annotated[float, Opt(help="agg: tokens per iteration that end TensorRT-LLM's batch wait "
+                                            "early (batch_wait_max_tokens_ratio × max_num_tokens).")] = 0,
     as_json: Annotated[bool, Opt("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Serving metrics of one configuration: TTFT, TPOT, throughput, memory, feasibility, breakdown."""
@@ -284,11 +288,17 @@ def estimate_cmd(
             raise SpecError(f"--recv-interval must be a finite number ≥ 1 (1 = every iteration), got {recv_interval}")
         if recv_interval != 1 and mode != "agg":
             raise SpecError("--recv-interval applies to --mode agg (the scheduler's polls for new requests)")
+        for label, value in (("batch-wait-iters", batch_wait_iters), ("batch-wait-tokens", batch_wait_tokens)):
+            if not 0 <= value < float("inf"):
+                raise SpecError(f"--{label} must be a finite number ≥ 0 (0 = off), got {value}")
+            if value and mode != "agg":
+                raise SpecError(f"--{label} applies to --mode agg (TensorRT-LLM batch waiting of new prompts)")
         if mode == "agg":
             positive("workers", workers)
             cfg: Config = AggConfig(build_deployment(m, tp, pp, dp, moe_tp, moe_ep, *quants), batch=batch_size,
                                     chunk=ctx_tokens, workers=workers, adp_balance_iters=adp_balance_iters,
-                                    recv_interval=recv_interval)
+                                    recv_interval=recv_interval, batch_wait_iters=batch_wait_iters,
+                                    batch_wait_tokens=batch_wait_tokens)
         elif mode == "disagg":
             pre = build_deployment(m, prefill_tp or tp, prefill_pp or pp, prefill_dp or dp, prefill_moe_tp or moe_tp,
                                    prefill_moe_ep or moe_ep, *quants)

@@ -199,8 +199,11 @@ def sglang_recv_interval(harness: Harness, backend: str, family: str, system: st
     return 10.0
 
 
+LLAMA_TRT_MAX_MODEL_LEN_SYSTEMS = ("h200_sxm", "b200_sxm")
+
+
 def inferencex_chunk(harness: Harness, backend: str, family: str, system: str, precision: str, tp: float,
-                     isl: float, concurrency: float) -> float:
+                     isl: float, concurrency: float, osl: float = 1024.0) -> float:
     """The prefill token budget per iteration (`AggConfig.chunk`) of a row's deployment: as InferenceX's launch
     scripts set it for its runs (benchmarks/single_node/fixed_seq_len/*.sh), else the `jaxsim estimate` default.
 
@@ -208,6 +211,9 @@ def inferencex_chunk(harness: Harness, backend: str, family: str, system: str, p
       GPT-OSS (gptoss_fp4_*_trt.sh): 20,000.
     - SGLang DeepSeek-R1 (dsr1_*.sh): `--chunked-prefill-size` 32,768 on H200 and on B200 FP8 at TP 8, 8,192 on
       B200 FP8 at TP 4, 16,384 on B200 FP4.
+    - TRT-LLM Llama-3.1-70B (benchmarks/70b_fp8_h200_trt_slurm.sh, 70b_fp4_b200_trt_slurm.sh): `--max_num_tokens
+      $MAX_MODEL_LEN`, taken as ISL + OSL + 200 (the scripts read it from the environment; InferenceX's other scripts
+      set ISL + OSL + 200); 70b_fp8_b200_trt_slurm.sh: 16,384.
     - vLLM Kimi-K2.5 FP4 and MiniMax-M2.5 on B200 (kimik2.5_fp4_b200.sh, minimaxm2.5_fp{8,4}_b200.sh):
       `--max-num-batched-tokens` 2 × ISL; GPT-OSS (gptoss_fp4_*.sh): 8,192.
     """
@@ -217,6 +223,8 @@ def inferencex_chunk(harness: Harness, backend: str, family: str, system: str, p
         return max(8192.0, math.ceil((concurrency + isl + 64.0) / 64.0) * 64.0)
     if backend == "trtllm" and family == "gpt-oss":
         return 20000.0
+    if backend == "trtllm" and family == "llama" and system in LLAMA_TRT_MAX_MODEL_LEN_SYSTEMS:
+        return 16384.0 if system == "b200_sxm" and precision == "fp8" else isl + osl + 200.0
     if backend == "sglang" and family == "deepseek":
         if system == "b200_sxm" and precision == "fp4":
             return 16384.0
@@ -225,6 +233,21 @@ def inferencex_chunk(harness: Harness, backend: str, family: str, system: str, p
     if backend == "vllm" and system == "b200_sxm" and twice_isl:
         return 2.0 * isl
     return AGG_CHUNK
+
+
+def trtllm_batch_wait(harness: Harness, backend: str, family: str, system: str, precision: str, tp: float,
+                      isl: float, osl: float, concurrency: float, chunk: float) -> tuple[float, float]:
+    """TensorRT-LLM batch waiting (`AggConfig.batch_wait_iters`, `.batch_wait_tokens`) as InferenceX's scripts set
+    it, else off: DeepSeek-R1 FP8 on B200 at 1k / 1k and concurrency ≥ 64 (dsr1_fp8_b200_trt.sh:
+    `batch_wait_timeout_iters: 40`, `batch_wait_max_tokens_ratio: 0.8` of `max_num_tokens`); Llama-3.1-70B at 1k /
+    1k below TP 8 (70b_*_trt_slurm.sh: 20 iterations, 0.9)."""
+    if harness.name != "inferencex" or backend != "trtllm" or (isl, osl) != (1024.0, 1024.0):
+        return 0.0, 0.0
+    if family == "deepseek" and system == "b200_sxm" and precision == "fp8" and concurrency >= 64:
+        return 40.0, 0.8 * chunk
+    if family == "llama" and tp < 8:
+        return 20.0, 0.9 * chunk
+    return 0.0, 0.0
 
 
 def adp_balance_iters(harness: Harness, backend: str, family: str) -> float:
@@ -260,7 +283,7 @@ class Framework:
 # Request overheads: the median of measured − predicted TTFT (predicted with no overhead) over the declared
 # calibration split (`in_overhead_split`: lightly loaded agg rows, 1 in 4 by a hash of the id), rounded to
 # the ms; recomputed by experiments/validation/overhead.py. The same constant serves agg and disagg rows.
-FRAMEWORKS = {"vllm": Framework(1.0, 0.054), "trtllm": Framework(1.0, 0.051), "sglang": Framework(0.0, 0.231)}
+FRAMEWORKS = {"vllm": Framework(1.0, 0.054), "trtllm": Framework(1.0, 0.041), "sglang": Framework(0.0, 0.231)}
 OVERHEAD_SPLIT_MAX_CONCURRENCY = 4.0  # no queueing at this load: the gap is the fixed per-request time
 
 
@@ -520,12 +543,15 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
         family = model_family(str(row["model_path"]), m)
         precision = str(row["precision"]).strip().lower() if isinstance(row["precision"], str) else ""
         system = str(row["system"]).strip().lower()
-        chunk = inferencex_chunk(harness, backend, family, system, precision, float(d.tp), float(isl), conc)
+        chunk = inferencex_chunk(harness, backend, family, system, precision, float(d.tp), float(isl), conc, float(osl))
+        wait_iters, wait_tokens = trtllm_batch_wait(harness, backend, family, system, precision, float(d.tp),
+                                                    float(isl), float(osl), conc, chunk)
         cfg = AggConfig(d, batch=batch, chunk=chunk, workers=agg_workers(conc, batch, float(d.dp)),
                         mixed_prefill=fw.mixed_prefill, request_overhead_s=fw.request_overhead_s,
                         adp_balance_iters=adp_balance_iters(harness, backend, family),
                         recv_interval=sglang_recv_interval(harness, backend, family, system, precision, float(d.tp),
-                                                           conc))
+                                                           conc),
+                        batch_wait_iters=wait_iters, batch_wait_tokens=wait_tokens)
     else:
         keys = ("prefill_batch_size", "decode_batch_size", "prefill_num_workers", "decode_num_workers")
         sizes = {k: _num(row[k]) for k in keys}

@@ -138,6 +138,8 @@ def test_aiconfigurator_names_and_workload_preset() -> None:
         (["--recv-interval", "0.5"], ["--recv-interval", "≥ 1"]),
         (["--recv-interval", "inf"], ["--recv-interval", "finite"]),
         (["--mode", "disagg", "--recv-interval", "10"], ["--recv-interval", "agg"]),
+        (["--batch-wait-iters", "-3"], ["--batch-wait-iters", "≥ 0"]),
+        (["--mode", "disagg", "--batch-wait-tokens", "6000"], ["--batch-wait-tokens", "agg"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args: list[str], needles: list[str]) -> None:

@@ -873,6 +873,33 @@ def test_request_overhead_adds_to_ttft_only(ds3: js.Model, h200: js.Hardware) ->
         assert f(r1.requests_per_s) == approx(f(r0.requests_per_s))
 
 
+def test_trtllm_batch_waiting_holds_prompts_until_enough_tokens_or_the_timeout(ds3: js.Model,
+                                                                                 h200: js.Hardware) -> None:
+    """TensorRT-LLM batch waiting (`batch_wait_iters`, `batch_wait_tokens`): one rank (TP8), 64 clients, random
+    lengths. Prompts of 1024 tokens arrive at r = rps; with the mark at 6,553 tokens and 64 decode tokens, k =
+    (6553 − 64) / 1024 ≈ 6.3 prompts end a hold early, after (k − 1) / r; else the timeout (iterations × step).
+    A hold of W keeps its arrivals W (1 + rW / 2) / (1 + rW) on average, over the 9 rounds of 10 after the first;
+    TPOT is untouched; equal-length groups are not held."""
+    tp8 = dep(tp=8, ep=8)
+    base = AggConfig(tp8, batch=64.0, chunk=8192.0)
+    load = Load("concurrency", 64.0, 10.0, arrivals="spread")
+    off = est(ds3, h200, base, SHORT, LOOSE, load)
+    r, step_s = f(off.requests_per_s), f(off.tpot_s)
+    k = (6553.0 - 64.0) / 1024.0
+    for iters in (5.0, 1000.0):  # the timeout binds, then the token mark
+        cfg = eqx.tree_at(lambda c: (c.batch_wait_iters, c.batch_wait_tokens), base, (iters, 6553.0))
+        on = est(ds3, h200, cfg, SHORT, LOOSE, load)
+        hold = min(iters * step_s, (k - 1.0) / r)
+        assert f(on.ttft_s) - f(off.ttft_s) == approx(0.9 * hold * (1 + r * hold / 2) / (1 + r * hold), rel=1e-4)
+        assert f(on.tpot_s) == approx(f(off.tpot_s))
+        grouped = Load("concurrency", 64.0, 10.0)
+        assert f(est(ds3, h200, cfg, SHORT, LOOSE, grouped).ttft_s) == approx(
+            f(est(ds3, h200, base, SHORT, LOOSE, grouped).ttft_s))
+    # One prompt already reaches the mark: nothing to wait for.
+    low = eqx.tree_at(lambda c: (c.batch_wait_iters, c.batch_wait_tokens), base, (40.0, 1000.0))
+    assert f(est(ds3, h200, low, SHORT, LOOSE, load).ttft_s) == approx(f(off.ttft_s))
+
+
 def exact_mva_wait(n: int, servers: int, service: float, think: float) -> float:
     """Exact mean-value analysis of a closed network: one FCFS station of `servers` exponential servers
     (marginal probabilities), N clients, think time elsewhere; the mean wait in the station's queue."""

@@ -297,6 +297,25 @@ def test_inferencex_rows_take_the_prefill_budget_their_scripts_set() -> None:
     assert f(aiperf, "sglang", "deepseek", "h200_sxm", "fp8", 8.0, 1024.0, 64.0) == V.AGG_CHUNK
 
 
+def test_inferencex_trtllm_batch_waiting_as_its_scripts_set_it() -> None:
+    """dsr1_fp8_b200_trt.sh waits up to 40 iterations for 0.8 of max_num_tokens at 1k / 1k, concurrency ≥ 64;
+    the Llama-70B TRT-LLM scripts 20 iterations for 0.9 below TP 8 at 1k / 1k; nothing else waits."""
+    ix, aiperf = V.HARNESSES["inferencex"], V.HARNESSES["aiperf"]
+    f = V.trtllm_batch_wait
+    assert f(ix, "trtllm", "deepseek", "b200_sxm", "fp8", 8.0, 1024.0, 1024.0, 64.0, 8192.0) == (40.0, 0.8 * 8192.0)
+    assert f(ix, "trtllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 1024.0, 4.0, 2248.0) == (20.0, 0.9 * 2248.0)
+    for args in (("trtllm", "deepseek", "b200_sxm", "fp8", 8.0, 1024.0, 1024.0, 32.0),
+                 ("trtllm", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 1024.0, 64.0),
+                 ("trtllm", "deepseek", "b200_sxm", "fp8", 8.0, 8192.0, 1024.0, 64.0),
+                 ("trtllm", "llama", "h200_sxm", "fp8", 8.0, 1024.0, 1024.0, 4.0),
+                 ("vllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 1024.0, 4.0)):
+        assert f(ix, *args, 8192.0) == (0.0, 0.0)
+    assert f(aiperf, "trtllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 1024.0, 4.0, 8192.0) == (0.0, 0.0)
+    # The Llama-70B TRT-LLM budget: max_num_tokens = MAX_MODEL_LEN (ISL + OSL + 200), 16,384 on B200 FP8.
+    assert V.inferencex_chunk(ix, "trtllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 4.0, 1024.0) == 2248.0
+    assert V.inferencex_chunk(ix, "trtllm", "llama", "b200_sxm", "fp8", 4.0, 1024.0, 4.0, 1024.0) == 16384.0
+
+
 def test_an_inferencex_row_predicts_what_jaxsim_estimate_does() -> None:
     """Validation of an InferenceX row = `jaxsim estimate` at the client's mean lengths, 10 rounds, spread
     arrivals, and (a TRT-LLM row with attention DP) InferenceX's DeepSeek balancing timeout of 60 iterations

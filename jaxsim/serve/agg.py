@@ -33,7 +33,8 @@ into the chunk budget: `queueing.wave_iterations`, `queueing.first_round_share`;
 the decode iteration in flight when the request arrives: its predecessor finished as that iteration began,
 and the other clients' requests keep the engine busy whenever the instance has more than one; with
 TensorRT-LLM's attention-DP balancing on (`adp_balance_iters`), such a prompt is also held until every DP
-rank has one or the timeout passes: `queueing.adp_balance_wait`; and it queues for the prefill budget as a
+rank has one or the timeout passes: `queueing.adp_balance_wait`, and with its batch waiting on until an
+iteration would carry enough tokens: `queueing.batch_wait`; and it queues for the prefill budget as a
 client of a closed network whose station is the instance's ranks, each prompt taking input / chunk of a
 full-budget iteration: `queueing.closed_network_wait`).
 Throughput = groups × batch × a / time per decode step, where a group is one DP rank of one instance
@@ -60,6 +61,7 @@ from jaxsim.serve.queueing import (
     Load,
     admitted_prompts,
     adp_balance_wait,
+    batch_wait,
     closed_network_wait,
     first_round_share,
     queue_wait,
@@ -84,7 +86,10 @@ class AggConfig(eqx.Module):
     is given), which holds new prompts until every DP rank has one (`queueing.adp_balance_wait`);
     `recv_interval` (1 by default) is how many decode iterations the scheduler runs between polls for new
     requests (SGLang's `--scheduler-recv-interval`; it polls right after any prefill batch), so a request that
-    arrives apart waits (K + 1) / 2 decode iterations on average instead of the one in flight.
+    arrives apart waits (K + 1) / 2 decode iterations on average instead of the one in flight;
+    `batch_wait_iters` / `batch_wait_tokens` (0 by default: off) are TensorRT-LLM's batch waiting
+    (`batch_wait_timeout_iters`, and `batch_wait_max_tokens_ratio` × `max_num_tokens`): new prompts are held
+    until an iteration would carry that many tokens or the timeout passes (`queueing.batch_wait`).
     """
 
     deploy: Deployment
@@ -95,6 +100,8 @@ class AggConfig(eqx.Module):
     request_overhead_s: Array = _num(0.0)  # per-request time outside the engine iterations, added to TTFT
     adp_balance_iters: Array = _num(0.0)  # attention-DP context balancing timeout, iterations (0: off)
     recv_interval: Array = _num(1.0)  # decode iterations between the scheduler's polls for new requests
+    batch_wait_iters: Array = _num(0.0)  # TRT-LLM batch waiting: timeout in iterations (0: off)
+    batch_wait_tokens: Array = _num(0.0)  # ... and the tokens per iteration that end the wait early
 
 
 def decode_batch(w: Workload, decode_requests: Array, context_grows: bool = True) -> StepBatch:
@@ -223,8 +230,11 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     else:  # the bursts above already hold whole groups (or one prompt's chunk when nothing is synchronised)
         wave = wave_iterations(load, k * iters_per_request, chunks, mode) * ((1.0 - mix) + mix * share) * burst.total_s
     # Attention-DP context balancing holds prompts that arrive apart (not the first round's wave).
-    held = adp_balance_wait(load, cfg.adp_balance_iters * step_s, d.dp, requests_per_s / (cfg.workers * d.dp),
-                            running, mode)
+    rank_rate = requests_per_s / (cfg.workers * d.dp)
+    held = adp_balance_wait(load, cfg.adp_balance_iters * step_s, d.dp, rank_rate, running, mode)
+    held = held + jnp.clip(running, 0.0, 1.0) * batch_wait(
+        load, cfg.batch_wait_iters * step_s, cfg.batch_wait_tokens, running * (1.0 + d.nextn), w.input_tokens,
+        rank_rate, mode)
     ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait + in_flight + (1.0 - share) * held
     gpus = cfg.workers * d.gpus
     mem_frac = jnp.maximum(dec.memory_bytes, burst.memory_bytes) / Mem.usable_bytes_per_gpu(hw)
