@@ -18,7 +18,10 @@ provenance names two sources whose clients are published:
   --warmup-request-count 2 N`, ISL / OSL fixed, `ignore_eos`): 20 rounds, grouped arrivals (= `jaxsim estimate
   --concurrency N --rounds 20`).
 Both clients start the measured phase after the warm-up has drained, so the N clients send their first measured
-requests together: the mean TTFT counts one prefill wave in R rounds.
+requests together: the mean TTFT counts one prefill wave in R rounds. InferenceX's launch scripts are published
+too, and the agg rows take the engine options they set that change TTFT: the prefill budget (`inferencex_chunk`),
+TensorRT-LLM's attention-DP balancing (`adp_balance_iters`) and batch waiting (`trtllm_batch_wait`), SGLang's poll
+interval (`sglang_recv_interval`); every other row keeps the `jaxsim estimate` defaults.
 Rows that cannot be modelled are skipped with a reason, never bent to fit. The rules, in the order they are applied:
 
 - `no_concurrency`: the free text holds no `silicon_concurrency=N`; `unknown_mode`: neither agg nor disagg.

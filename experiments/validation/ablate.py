@@ -9,8 +9,9 @@ bottleneck wait — the model `jaxsim estimate` runs; `frameworks={}`, steady st
 AIConfigurator's aiperf template), `+ scheduler` (SGLang's prefill apart from decode), `+ request overhead`,
 `+ measured first round` (the clients' synchronised start counted once in 20 rounds, every row),
 `+ InferenceX client, grouped` (the InferenceX rows at their client's mean lengths and 10 rounds, arrivals still
-grouped), `+ spread arrivals` (those rows' random lengths spread the arrivals after the first round: what
-`jaxsim validate` reports). The model before these changes is not importable from this tree; its numbers come
+grouped, with the engine options their launch scripts set: the prefill budgets apply, the holds only take effect
+once arrivals spread), `+ spread arrivals` (those rows' random lengths spread the arrivals after the first round:
+what `jaxsim validate` reports). The model before these changes is not importable from this tree; its numbers come
 from running the previous commit (README).
 """
 
