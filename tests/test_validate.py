@@ -316,6 +316,7 @@ def test_inferencex_trtllm_batch_waiting_as_its_scripts_set_it() -> None:
     assert V.inferencex_chunk(ix, "trtllm", "llama", "b200_sxm", "fp8", 4.0, 1024.0, 4.0, 1024.0) == 16384.0
 
 
+@pytest.mark.slow  # 37 s on 2 cores (two compiles of the spread-arrivals path); the grouped parity runs by default
 def test_an_inferencex_row_predicts_what_jaxsim_estimate_does() -> None:
     """Validation of an InferenceX row = `jaxsim estimate` at the client's mean lengths, 10 rounds, spread
     arrivals, and (a TRT-LLM row with attention DP) InferenceX's DeepSeek balancing timeout of 60 iterations
