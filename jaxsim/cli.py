@@ -280,19 +280,14 @@ def estimate_cmd(
                              ("prefill-batch-size", prefill_batch_size)):
             positive(label, value)
         quants = (gemm_quant, moe_quant, kv_quant, attn_quant, nextn, nextn_accepted, tbo)
-        if not 0 <= adp_balance_iters < float("inf"):
-            raise SpecError(f"--adp-balance-iters must be a finite number ≥ 0 (0 = off), got {adp_balance_iters}")
-        if adp_balance_iters and mode != "agg":
-            raise SpecError("--adp-balance-iters applies to --mode agg (attention-DP balancing of new prompts)")
-        if not 1 <= recv_interval < float("inf"):
-            raise SpecError(f"--recv-interval must be a finite number ≥ 1 (1 = every iteration), got {recv_interval}")
-        if recv_interval != 1 and mode != "agg":
-            raise SpecError("--recv-interval applies to --mode agg (the scheduler's polls for new requests)")
-        for label, value in (("batch-wait-iters", batch_wait_iters), ("batch-wait-tokens", batch_wait_tokens)):
-            if not 0 <= value < float("inf"):
-                raise SpecError(f"--{label} must be a finite number ≥ 0 (0 = off), got {value}")
-            if value and mode != "agg":
-                raise SpecError(f"--{label} applies to --mode agg (TensorRT-LLM batch waiting of new prompts)")
+        # Scheduler options of aggregated serving that hold new prompts: (flag, value, lowest value, its default).
+        for label, value, low, off in (("adp-balance-iters", adp_balance_iters, 0, 0), ("recv-interval", recv_interval,
+                                       1, 1), ("batch-wait-iters", batch_wait_iters, 0, 0),
+                                       ("batch-wait-tokens", batch_wait_tokens, 0, 0)):
+            if not low <= value < float("inf"):
+                raise SpecError(f"--{label} must be a finite number ≥ {low} ({off} = off), got {value}")
+            if value != off and mode != "agg":
+                raise SpecError(f"--{label} applies to --mode agg (how its scheduler admits new prompts)")
         if mode == "agg":
             positive("workers", workers)
             cfg: Config = AggConfig(build_deployment(m, tp, pp, dp, moe_tp, moe_ep, *quants), batch=batch_size,

@@ -207,7 +207,7 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
     # A synchronised group is prefilled back to back in the first round (weight `first_round_share`), and
     # every round when the groups re-form and prefill runs apart from decode.
     share = first_round_share(load)
-    in_flight = 0.0
+    later_rounds = 0.0  # waits of requests after the first round (weight 1 − share)
     if load.kind == "concurrency" and not load.grouped:
         # Arrivals spread after the first round: only that round is a wave (its bursts pack whole groups into
         # the chunk budget), and later requests land in an iteration in flight (their predecessor finished at
@@ -218,24 +218,24 @@ def agg_metrics(m: Model, hw: Hardware, cfg: AggConfig, w: Workload, slo: SLO, l
         # uniform place in the K-iteration cycle: the request waits (K + 1) / 2 iterations on average (1 when K = 1).
         busy = jnp.clip(load.value / cfg.workers - 1.0, 0.0, 1.0)
         polls = 0.5 * (jnp.maximum(cfg.recv_interval, 1.0) + 1.0)
-        in_flight = busy * (1.0 - share) * polls * dec.total_s
+        in_flight = busy * polls * dec.total_s
         # Prompts that arrive apart still queue for the prefill budget when they come faster than it drains: an
         # instance's clients visit a station of dp × pp ranks whose iterations carry `chunk` prompt tokens, i.e.
         # input / chunk of a full-budget iteration per prompt, and spend the rest of each cycle decoding.
         full = step_cost(m, hw, d, burst_batch(w, running, cfg.chunk, mix), mode)
         clients = Load("concurrency", load.value / cfg.workers, load.rounds, arrivals=load.arrivals)
-        in_flight = in_flight + (1.0 - share) * closed_network_wait(
-            clients, d.dp * d.pp, full.total_s * w.input_tokens / cfg.chunk,
-            iters_per_request * step_s + cfg.request_overhead_s, mode)
+        queued = closed_network_wait(clients, d.dp * d.pp, full.total_s * w.input_tokens / cfg.chunk,
+                                     iters_per_request * step_s + cfg.request_overhead_s, mode)
+        later_rounds = in_flight + queued
     else:  # the bursts above already hold whole groups (or one prompt's chunk when nothing is synchronised)
         wave = wave_iterations(load, k * iters_per_request, chunks, mode) * ((1.0 - mix) + mix * share) * burst.total_s
-    # Attention-DP context balancing holds prompts that arrive apart (not the first round's wave).
+    # Scheduler holds (attention-DP balancing, batch waiting) keep prompts that arrive apart, not the first wave.
     rank_rate = requests_per_s / (cfg.workers * d.dp)
-    held = adp_balance_wait(load, cfg.adp_balance_iters * step_s, d.dp, rank_rate, running, mode)
-    held = held + jnp.clip(running, 0.0, 1.0) * batch_wait(
-        load, cfg.batch_wait_iters * step_s, cfg.batch_wait_tokens, running * (1.0 + d.nextn), w.input_tokens,
-        rank_rate, mode)
-    ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait + in_flight + (1.0 - share) * held
+    later_rounds = later_rounds + adp_balance_wait(load, cfg.adp_balance_iters * step_s, d.dp, rank_rate, running,
+                                                   mode)
+    later_rounds = later_rounds + batch_wait(load, cfg.batch_wait_iters * step_s, cfg.batch_wait_tokens,
+                                             running * (1.0 + d.nextn), w.input_tokens, rank_rate, running, mode)
+    ttft = cfg.request_overhead_s + chunks * burst.total_s + wave + wait + (1.0 - share) * later_rounds
     gpus = cfg.workers * d.gpus
     mem_frac = jnp.maximum(dec.memory_bytes, burst.memory_bytes) / Mem.usable_bytes_per_gpu(hw)
     return assemble(ttft_s=ttft, tpot_s=tpot, requests_per_s=requests_per_s, gpus=gpus, output_tokens=w.output_tokens,

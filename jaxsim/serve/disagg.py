@@ -148,10 +148,10 @@ def compose_pd(m: Model, hw: Hardware, prefill: Deployment, prefill_batch: Array
     unqueued = request_overhead_s + pre.total_s + kv_transfer_s(m, hw, prefill, pool.gpus, w) + pool.tpot_s
     # Closed loop: the N clients queue at the prefill pool (its ranks × prefill batch servers, one prefill
     # iteration each), spending the rest of each cycle elsewhere; never below the slower pool's asymptotic bound.
-    cycle_rest = unqueued - pre.total_s + (w.output_tokens - 1.0) * pool.tpot_s
+    cycle = unqueued + (w.output_tokens - 1.0) * pool.tpot_s  # one request's time in the system, unqueued
     wait = jnp.maximum(wait, jnp.maximum(
-        bottleneck_wait(load, capacity, unqueued + (w.output_tokens - 1.0) * pool.tpot_s, mode),
-        closed_network_wait(load, w_p * prefill.dp * prefill_batch, pre.interval_s, cycle_rest, mode)))
+        bottleneck_wait(load, capacity, cycle, mode),
+        closed_network_wait(load, w_p * prefill.dp * prefill_batch, pre.interval_s, cycle - pre.total_s, mode)))
     # A measured synchronised start: each prefill rank's share of the N prompts queues in prefill batches.
     first_wave = wave_iterations(load, load.value / (w_p * prefill.dp * prefill_batch), 1.0, mode) * pre.interval_s
     ttft = wait + unqueued + first_round_share(load) * first_wave

@@ -170,19 +170,20 @@ def held_wait(hold_s: ArrayLike, rate: ArrayLike) -> Array:
 
 
 def batch_wait(load: Load, timeout_s: ArrayLike, tokens: ArrayLike, decode_tokens: ArrayLike,
-               input_tokens: ArrayLike, rate: ArrayLike, mode: Mode = HARD) -> Array:
+               input_tokens: ArrayLike, rate: ArrayLike, running: ArrayLike, mode: Mode = HARD) -> Array:
     """Mean wait a new prompt spends held by TensorRT-LLM's batch waiting (`batch_wait_timeout_iters`,
     `batch_wait_max_tokens_ratio`): while decodes run, context requests are held until the iteration would carry
     `tokens` tokens (the running decodes' `decode_tokens` plus the waiting prompts' `input_tokens` each) or
     `timeout_s` has passed. With prompts arriving at `rate` (Poisson), a hold lasts W = min(timeout, (k − 1) /
     rate), k = (tokens − decode_tokens) / input prompts to reach the mark (no hold when one prompt does), and
-    holds its arrivals `held_wait`. Arrivals in whole groups and saturation are not held (0)."""
+    holds its arrivals `held_wait`. Nothing is held while the rank has no decodes (weight min(running, 1)), nor
+    for arrivals in whole groups or under saturation (0)."""
     rate = jnp.maximum(jnp.asarray(rate), 1e-12)
     if load.kind == "saturation" or load.grouped:
         return jnp.zeros_like(rate * jnp.asarray(timeout_s))
     more = smooth.relu((jnp.asarray(tokens) - jnp.asarray(decode_tokens)) / jnp.asarray(input_tokens) - 1.0, mode)
     hold = smooth.minimum(jnp.maximum(jnp.asarray(timeout_s), 0.0), more / rate, mode)
-    return held_wait(hold, rate)
+    return jnp.clip(jnp.asarray(running), 0.0, 1.0) * held_wait(hold, rate)
 
 
 MVA_ITERATIONS = 60  # Schweitzer fixed-point steps (converges well before this for N up to 10^5)
