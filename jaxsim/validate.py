@@ -19,9 +19,10 @@ provenance names two sources whose clients are published:
   --concurrency N --rounds 20`).
 Both clients start the measured phase after the warm-up has drained, so the N clients send their first measured
 requests together: the mean TTFT counts one prefill wave in R rounds. InferenceX's launch scripts are published
-too, and the agg rows take the engine options they set that change TTFT: the prefill budget (`inferencex_chunk`),
-TensorRT-LLM's attention-DP balancing (`adp_balance_iters`) and batch waiting (`trtllm_batch_wait`), SGLang's poll
-interval (`sglang_recv_interval`); every other row keeps the `jaxsim estimate` defaults.
+too, and the agg rows take the engine options they set that change TTFT (`engine_options`): the prefill budget
+(`inferencex_chunk`), TensorRT-LLM's attention-DP balancing (`adp_balance_iters`) and batch waiting
+(`trtllm_batch_wait`), SGLang's poll interval (`sglang_recv_interval`); every other row keeps the `jaxsim estimate`
+defaults.
 Rows that cannot be modelled are skipped with a reason, never bent to fit. The rules, in the order they are applied:
 
 - `no_concurrency`: the free text holds no `silicon_concurrency=N`; `unknown_mode`: neither agg nor disagg.
@@ -178,12 +179,57 @@ INFERENCEX_LENGTHS = ((1024.0, 1024.0), (1024.0, 8192.0), (8192.0, 1024.0))  # i
 _INFERENCEX_SOURCE = re.compile(r"^\s*(source_file=\d{4}-\d{2}-\d{2}\.csv|db-dump/)")
 
 
+@dataclasses.dataclass(frozen=True)
+class EngineRow:
+    """What of a row picks the engine options its benchmark's launch script set (`engine_options`)."""
+
+    harness: Harness
+    backend: str
+    family: str
+    system: str
+    precision: str
+    tp: float
+    isl: float
+    osl: float
+    concurrency: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineOptions:
+    """The `AggConfig` scheduler options of a row's deployment; the defaults are `jaxsim estimate`'s."""
+
+    chunk: float = AGG_CHUNK
+    adp_balance_iters: float = 0.0
+    recv_interval: float = 1.0
+    batch_wait_iters: float = 0.0
+    batch_wait_tokens: float = 0.0
+
+
+def engine_options(r: EngineRow) -> EngineOptions:
+    """The scheduler options a row ran with: as InferenceX's published launch scripts set them for its runs (the
+    four functions below, each of which takes an InferenceX row), the defaults for every other client, whose
+    launch options are not published."""
+    if r.harness.name != "inferencex":
+        return EngineOptions()
+    chunk = inferencex_chunk(r)
+    wait_iters, wait_tokens = trtllm_batch_wait(r, chunk)
+    return EngineOptions(chunk=chunk, adp_balance_iters=adp_balance_iters(r), recv_interval=sglang_recv_interval(r),
+                         batch_wait_iters=wait_iters, batch_wait_tokens=wait_tokens)
+
+
 # TensorRT-LLM attention-DP context balancing (`AggConfig.adp_balance_iters`) as InferenceX's TRT-LLM scripts
 # set it whenever attention DP is on: `attention_dp_config: {enable_balance: true, timeout_iters: 60}` for
 # DeepSeek-R1 (benchmarks/dsr1_fp{4,8}_{b200,h200}_trt.sh), `{enable_balance: true}` (TRT-LLM's default
-# timeout, 50 iterations) for GPT-OSS (benchmarks/gptoss_fp4_*_trt.sh). Other clients: not known, 0.
+# timeout, 50 iterations) for GPT-OSS (benchmarks/gptoss_fp4_*_trt.sh).
 INFERENCEX_TRTLLM_ADP_BALANCE_ITERS = {"deepseek": 60.0}
 TRTLLM_ADP_BALANCE_DEFAULT_ITERS = 50.0
+
+
+def adp_balance_iters(r: EngineRow) -> float:
+    """The attention-DP balancing timeout (iterations) of an InferenceX row's deployment, 0 when it was off."""
+    if r.backend != "trtllm":
+        return 0.0
+    return INFERENCEX_TRTLLM_ADP_BALANCE_ITERS.get(r.family, TRTLLM_ADP_BALANCE_DEFAULT_ITERS)
 
 
 # SGLang's scheduler poll interval (`AggConfig.recv_interval`) as InferenceX's SGLang DeepSeek-R1 scripts for B200
@@ -192,12 +238,11 @@ TRTLLM_ADP_BALANCE_DEFAULT_ITERS = 50.0
 SGLANG_RECV_SYSTEMS = ("b200_sxm",)
 
 
-def sglang_recv_interval(harness: Harness, backend: str, family: str, system: str, precision: str, tp: float,
-                         concurrency: float) -> float:
-    """Decode iterations between SGLang's polls for new requests in a row's deployment (1: every iteration)."""
-    if harness.name != "inferencex" or backend != "sglang" or family != "deepseek" or system not in SGLANG_RECV_SYSTEMS:
+def sglang_recv_interval(r: EngineRow) -> float:
+    """Decode iterations between SGLang's polls for new requests in an InferenceX row's deployment (1: every one)."""
+    if r.backend != "sglang" or r.family != "deepseek" or r.system not in SGLANG_RECV_SYSTEMS:
         return 1.0
-    if concurrency >= 16 and (tp == 8 or precision == "fp4"):
+    if r.concurrency >= 16 and (r.tp == 8 or r.precision == "fp4"):
         return 30.0
     return 10.0
 
@@ -205,10 +250,9 @@ def sglang_recv_interval(harness: Harness, backend: str, family: str, system: st
 LLAMA_TRT_MAX_MODEL_LEN_SYSTEMS = ("h200_sxm", "b200_sxm")
 
 
-def inferencex_chunk(harness: Harness, backend: str, family: str, system: str, precision: str, tp: float,
-                     isl: float, concurrency: float, osl: float = 1024.0) -> float:
-    """The prefill token budget per iteration (`AggConfig.chunk`) of a row's deployment: as InferenceX's launch
-    scripts set it for its runs (benchmarks/single_node/fixed_seq_len/*.sh), else the `jaxsim estimate` default.
+def inferencex_chunk(r: EngineRow) -> float:
+    """The prefill token budget per iteration (`AggConfig.chunk`) of an InferenceX row's deployment, as its launch
+    scripts set it (benchmarks/single_node/fixed_seq_len/*.sh), else the `jaxsim estimate` default.
 
     - TRT-LLM DeepSeek-R1 (dsr1_*_trt.sh): `max_num_tokens` = max(8192, ⌈(CONC + ISL + 64) / 64⌉ × 64);
       GPT-OSS (gptoss_fp4_*_trt.sh): 20,000.
@@ -220,44 +264,34 @@ def inferencex_chunk(harness: Harness, backend: str, family: str, system: str, p
     - vLLM Kimi-K2.5 FP4 and MiniMax-M2.5 on B200 (kimik2.5_fp4_b200.sh, minimaxm2.5_fp{8,4}_b200.sh):
       `--max-num-batched-tokens` 2 × ISL; GPT-OSS (gptoss_fp4_*.sh): 8,192.
     """
-    if harness.name != "inferencex":
-        return AGG_CHUNK
-    if backend == "trtllm" and family == "deepseek":
-        return max(8192.0, math.ceil((concurrency + isl + 64.0) / 64.0) * 64.0)
-    if backend == "trtllm" and family == "gpt-oss":
+    if r.backend == "trtllm" and r.family == "deepseek":
+        return max(8192.0, math.ceil((r.concurrency + r.isl + 64.0) / 64.0) * 64.0)
+    if r.backend == "trtllm" and r.family == "gpt-oss":
         return 20000.0
-    if backend == "trtllm" and family == "llama" and system in LLAMA_TRT_MAX_MODEL_LEN_SYSTEMS:
-        return 16384.0 if system == "b200_sxm" and precision == "fp8" else isl + osl + 200.0
-    if backend == "sglang" and family == "deepseek":
-        if system == "b200_sxm" and precision == "fp4":
+    if r.backend == "trtllm" and r.family == "llama" and r.system in LLAMA_TRT_MAX_MODEL_LEN_SYSTEMS:
+        return 16384.0 if r.system == "b200_sxm" and r.precision == "fp8" else r.isl + r.osl + 200.0
+    if r.backend == "sglang" and r.family == "deepseek":
+        if r.system == "b200_sxm" and r.precision == "fp4":
             return 16384.0
-        return 8192.0 if system == "b200_sxm" and tp == 4 else 32768.0
-    twice_isl = family == "minimax" or (family == "kimi" and precision == "fp4")
-    if backend == "vllm" and system == "b200_sxm" and twice_isl:
-        return 2.0 * isl
+        return 8192.0 if r.system == "b200_sxm" and r.tp == 4 else 32768.0
+    twice_isl = r.family == "minimax" or (r.family == "kimi" and r.precision == "fp4")
+    if r.backend == "vllm" and r.system == "b200_sxm" and twice_isl:
+        return 2.0 * r.isl
     return AGG_CHUNK
 
 
-def trtllm_batch_wait(harness: Harness, backend: str, family: str, system: str, precision: str, tp: float,
-                      isl: float, osl: float, concurrency: float, chunk: float) -> tuple[float, float]:
-    """TensorRT-LLM batch waiting (`AggConfig.batch_wait_iters`, `.batch_wait_tokens`) as InferenceX's scripts set
-    it, else off: DeepSeek-R1 FP8 on B200 at 1k / 1k and concurrency ≥ 64 (dsr1_fp8_b200_trt.sh:
-    `batch_wait_timeout_iters: 40`, `batch_wait_max_tokens_ratio: 0.8` of `max_num_tokens`); Llama-3.1-70B at 1k /
-    1k below TP 8 (70b_*_trt_slurm.sh: 20 iterations, 0.9)."""
-    if harness.name != "inferencex" or backend != "trtllm" or (isl, osl) != (1024.0, 1024.0):
+def trtllm_batch_wait(r: EngineRow, chunk: float) -> tuple[float, float]:
+    """TensorRT-LLM batch waiting (`AggConfig.batch_wait_iters`, `.batch_wait_tokens`) of an InferenceX row's
+    deployment with prefill budget `chunk`, (0, 0) when off: DeepSeek-R1 FP8 on B200 at 1k / 1k and concurrency
+    ≥ 64 (dsr1_fp8_b200_trt.sh: `batch_wait_timeout_iters: 40`, `batch_wait_max_tokens_ratio: 0.8` of
+    `max_num_tokens`); Llama-3.1-70B at 1k / 1k below TP 8 (70b_*_trt_slurm.sh: 20 iterations, 0.9)."""
+    if r.backend != "trtllm" or (r.isl, r.osl) != (1024.0, 1024.0):
         return 0.0, 0.0
-    if family == "deepseek" and system == "b200_sxm" and precision == "fp8" and concurrency >= 64:
+    if r.family == "deepseek" and r.system == "b200_sxm" and r.precision == "fp8" and r.concurrency >= 64:
         return 40.0, 0.8 * chunk
-    if family == "llama" and tp < 8:
+    if r.family == "llama" and r.tp < 8:
         return 20.0, 0.9 * chunk
     return 0.0, 0.0
-
-
-def adp_balance_iters(harness: Harness, backend: str, family: str) -> float:
-    """The attention-DP balancing timeout (iterations) a row's deployment ran with, 0 when it was off."""
-    if harness.name != "inferencex" or backend != "trtllm":
-        return 0.0
-    return INFERENCEX_TRTLLM_ADP_BALANCE_ITERS.get(family, TRTLLM_ADP_BALANCE_DEFAULT_ITERS)
 
 
 def row_harness(row: Mapping[str, Any]) -> Harness:
@@ -543,18 +577,14 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
             return d
         backend = str(row["backend"]).strip().lower()
         fw = frameworks.get(backend, Framework())
-        family = model_family(str(row["model_path"]), m)
         precision = str(row["precision"]).strip().lower() if isinstance(row["precision"], str) else ""
-        system = str(row["system"]).strip().lower()
-        chunk = inferencex_chunk(harness, backend, family, system, precision, float(d.tp), float(isl), conc, float(osl))
-        wait_iters, wait_tokens = trtllm_batch_wait(harness, backend, family, system, precision, float(d.tp),
-                                                    float(isl), float(osl), conc, chunk)
-        cfg = AggConfig(d, batch=batch, chunk=chunk, workers=agg_workers(conc, batch, float(d.dp)),
+        opts = engine_options(EngineRow(harness, backend, model_family(str(row["model_path"]), m),
+                                        str(row["system"]).strip().lower(), precision, float(d.tp), float(isl),
+                                        float(osl), conc))
+        cfg = AggConfig(d, batch=batch, chunk=opts.chunk, workers=agg_workers(conc, batch, float(d.dp)),
                         mixed_prefill=fw.mixed_prefill, request_overhead_s=fw.request_overhead_s,
-                        adp_balance_iters=adp_balance_iters(harness, backend, family),
-                        recv_interval=sglang_recv_interval(harness, backend, family, system, precision, float(d.tp),
-                                                           conc),
-                        batch_wait_iters=wait_iters, batch_wait_tokens=wait_tokens)
+                        adp_balance_iters=opts.adp_balance_iters, recv_interval=opts.recv_interval,
+                        batch_wait_iters=opts.batch_wait_iters, batch_wait_tokens=opts.batch_wait_tokens)
     else:
         keys = ("prefill_batch_size", "decode_batch_size", "prefill_num_workers", "decode_num_workers")
         sizes = {k: _num(row[k]) for k in keys}

@@ -8,6 +8,7 @@ import json
 import shutil
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -242,6 +243,12 @@ def test_rows_are_read_as_their_benchmark_client_ran_them() -> None:
         assert isinstance(skipped, V.SkipReason) and skipped.reason == "bad_lengths"
 
 
+def _ix(backend: str, family: str, system: str, precision: str, tp: float, isl: float, osl: float,
+        concurrency: float, harness: str = "inferencex") -> V.EngineRow:
+    """An `EngineRow` of one of InferenceX's runs (or of another client's with `harness`)."""
+    return V.EngineRow(V.HARNESSES[harness], backend, family, system, precision, tp, isl, osl, concurrency)
+
+
 def test_inferencex_trtllm_rows_run_attention_dp_balancing_as_its_scripts_set_it() -> None:
     """InferenceX's TRT-LLM scripts turn attention-DP balancing on with DP attention: timeout 60 iterations for
     DeepSeek-R1, TRT-LLM's default 50 for GPT-OSS; other clients and frameworks: off."""
@@ -252,25 +259,28 @@ def test_inferencex_trtllm_rows_run_attention_dp_balancing_as_its_scripts_set_it
         s = V.row_to_scenario({**row, "silicon_data_source": source, "backend": backend, "concurrency": 256.0},
                               V.Catalog())
         assert isinstance(s, V.Scenario) and float(s.config.adp_balance_iters) == iters
-    inferencex, aiperf = V.HARNESSES["inferencex"], V.HARNESSES["aiperf"]
-    assert V.adp_balance_iters(inferencex, "trtllm", "gpt-oss") == 50.0
-    assert V.adp_balance_iters(inferencex, "sglang", "deepseek") == 0.0
-    assert V.adp_balance_iters(aiperf, "trtllm", "deepseek") == 0.0
+    assert V.adp_balance_iters(_ix("trtllm", "gpt-oss", "b200_sxm", "fp4", 8.0, 1024.0, 1024.0, 64.0)) == 50.0
+    assert V.adp_balance_iters(_ix("sglang", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 1024.0, 64.0)) == 0.0
+    aiperf = _ix("trtllm", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 1024.0, 64.0, harness="aiperf")
+    assert V.engine_options(aiperf).adp_balance_iters == 0.0
 
 
 def test_inferencex_sglang_deepseek_rows_poll_as_their_scripts_set_it() -> None:
     """InferenceX's SGLang DeepSeek-R1 scripts for B200 set --scheduler-recv-interval 30 at concurrency ≥ 16 (FP4;
     FP8 at TP 8), else 10; its H200 script and every other client keep SGLang's default, 1."""
-    inferencex, aiperf = V.HARNESSES["inferencex"], V.HARNESSES["aiperf"]
-    f = V.sglang_recv_interval
-    assert f(inferencex, "sglang", "deepseek", "b200_sxm", "fp4", 4.0, 16.0) == 30.0
-    assert f(inferencex, "sglang", "deepseek", "b200_sxm", "fp4", 4.0, 8.0) == 10.0
-    assert f(inferencex, "sglang", "deepseek", "b200_sxm", "fp8", 8.0, 64.0) == 30.0
-    assert f(inferencex, "sglang", "deepseek", "b200_sxm", "fp8", 4.0, 64.0) == 10.0
+    def f(*args: Any, harness: str = "inferencex") -> float:
+        backend, family, system, precision, tp, conc = args
+        return V.engine_options(_ix(backend, family, system, precision, tp, 1024.0, 1024.0, conc,
+                                    harness)).recv_interval
+
+    assert f("sglang", "deepseek", "b200_sxm", "fp4", 4.0, 16.0) == 30.0
+    assert f("sglang", "deepseek", "b200_sxm", "fp4", 4.0, 8.0) == 10.0
+    assert f("sglang", "deepseek", "b200_sxm", "fp8", 8.0, 64.0) == 30.0
+    assert f("sglang", "deepseek", "b200_sxm", "fp8", 4.0, 64.0) == 10.0
     for args in (("sglang", "deepseek", "h200_sxm", "fp8", 8.0, 64.0), ("vllm", "deepseek", "b200_sxm", "fp8", 8.0, 64.0),
                  ("sglang", "glm", "b200_sxm", "fp8", 8.0, 64.0)):
-        assert f(inferencex, *args) == 1.0
-    assert f(aiperf, "sglang", "deepseek", "b200_sxm", "fp4", 8.0, 64.0) == 1.0
+        assert f(*args) == 1.0
+    assert f("sglang", "deepseek", "b200_sxm", "fp4", 8.0, 64.0, harness="aiperf") == 1.0
     row = V.load_silicon(TINY).set_index("id").loc["tiny_ds_agg_c256"].to_dict()
     row.update(id="tiny_ds_agg_c256", silicon_data_source=INFERENCEX_SOURCE, backend="sglang", system="b200_sxm",
                precision="fp4", concurrency=256.0)
@@ -281,39 +291,46 @@ def test_inferencex_sglang_deepseek_rows_poll_as_their_scripts_set_it() -> None:
 def test_inferencex_rows_take_the_prefill_budget_their_scripts_set() -> None:
     """InferenceX's launch scripts set the prefill token budget per engine and model; other clients keep the
     `jaxsim estimate` default (8,192)."""
-    ix, aiperf = V.HARNESSES["inferencex"], V.HARNESSES["aiperf"]
-    f = V.inferencex_chunk
-    assert f(ix, "trtllm", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 64.0) == 8192.0  # floor of 8,192
-    assert f(ix, "trtllm", "deepseek", "h200_sxm", "fp8", 8.0, 8192.0, 100.0) == 8384.0  # ⌈(100+8192+64)/64⌉·64 = 131·64
-    assert f(ix, "trtllm", "gpt-oss", "b200_sxm", "fp4", 4.0, 1024.0, 64.0) == 20000.0
-    assert f(ix, "sglang", "deepseek", "h200_sxm", "fp8", 8.0, 1024.0, 64.0) == 32768.0
-    assert f(ix, "sglang", "deepseek", "b200_sxm", "fp8", 4.0, 8192.0, 64.0) == 8192.0
-    assert f(ix, "sglang", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 64.0) == 16384.0
-    assert f(ix, "vllm", "kimi", "b200_sxm", "fp4", 8.0, 1024.0, 64.0) == 2048.0
-    assert f(ix, "vllm", "minimax", "b200_sxm", "fp8", 8.0, 8192.0, 64.0) == 16384.0
+    def f(backend: str, family: str, system: str, precision: str, tp: float, isl: float, conc: float,
+          osl: float = 1024.0, harness: str = "inferencex") -> float:
+        return V.engine_options(_ix(backend, family, system, precision, tp, isl, osl, conc, harness)).chunk
+
+    assert f("trtllm", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 64.0) == 8192.0  # floor of 8,192
+    assert f("trtllm", "deepseek", "h200_sxm", "fp8", 8.0, 8192.0, 100.0) == 8384.0  # ⌈(100+8192+64)/64⌉·64 = 131·64
+    assert f("trtllm", "gpt-oss", "b200_sxm", "fp4", 4.0, 1024.0, 64.0) == 20000.0
+    assert f("sglang", "deepseek", "h200_sxm", "fp8", 8.0, 1024.0, 64.0) == 32768.0
+    assert f("sglang", "deepseek", "b200_sxm", "fp8", 4.0, 8192.0, 64.0) == 8192.0
+    assert f("sglang", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 64.0) == 16384.0
+    assert f("vllm", "kimi", "b200_sxm", "fp4", 8.0, 1024.0, 64.0) == 2048.0
+    assert f("vllm", "minimax", "b200_sxm", "fp8", 8.0, 8192.0, 64.0) == 16384.0
     for args in (("vllm", "kimi", "b200_sxm", "int4", 8.0, 1024.0, 64.0), ("vllm", "minimax", "h200_sxm", "fp8", 8.0,
                  1024.0, 64.0), ("vllm", "gpt-oss", "h100_sxm", "fp4", 2.0, 1024.0, 64.0)):
-        assert f(ix, *args) == V.AGG_CHUNK
-    assert f(aiperf, "sglang", "deepseek", "h200_sxm", "fp8", 8.0, 1024.0, 64.0) == V.AGG_CHUNK
+        assert f(*args) == V.AGG_CHUNK
+    assert f("sglang", "deepseek", "h200_sxm", "fp8", 8.0, 1024.0, 64.0, harness="aiperf") == V.AGG_CHUNK
+    # The Llama-70B TRT-LLM budget: max_num_tokens = MAX_MODEL_LEN (ISL + OSL + 200), 16,384 on B200 FP8.
+    assert f("trtllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 4.0) == 2248.0
+    assert f("trtllm", "llama", "b200_sxm", "fp8", 4.0, 1024.0, 4.0) == 16384.0
 
 
 def test_inferencex_trtllm_batch_waiting_as_its_scripts_set_it() -> None:
     """dsr1_fp8_b200_trt.sh waits up to 40 iterations for 0.8 of max_num_tokens at 1k / 1k, concurrency ≥ 64;
-    the Llama-70B TRT-LLM scripts 20 iterations for 0.9 below TP 8 at 1k / 1k; nothing else waits."""
-    ix, aiperf = V.HARNESSES["inferencex"], V.HARNESSES["aiperf"]
-    f = V.trtllm_batch_wait
-    assert f(ix, "trtllm", "deepseek", "b200_sxm", "fp8", 8.0, 1024.0, 1024.0, 64.0, 8192.0) == (40.0, 0.8 * 8192.0)
-    assert f(ix, "trtllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 1024.0, 4.0, 2248.0) == (20.0, 0.9 * 2248.0)
+    the Llama-70B TRT-LLM scripts 20 iterations for 0.9 below TP 8 at 1k / 1k; nothing else waits. The tokens
+    are a share of the row's own prefill budget (`max_num_tokens`)."""
+    def f(*args: Any, harness: str = "inferencex") -> tuple[float, float]:
+        o = V.engine_options(_ix(*args, harness=harness))
+        return o.batch_wait_iters, o.batch_wait_tokens
+
+    assert f("trtllm", "deepseek", "b200_sxm", "fp8", 8.0, 1024.0, 1024.0, 64.0) == (40.0, 0.8 * 8192.0)
+    assert f("trtllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 1024.0, 4.0) == (20.0, 0.9 * 2248.0)
     for args in (("trtllm", "deepseek", "b200_sxm", "fp8", 8.0, 1024.0, 1024.0, 32.0),
                  ("trtllm", "deepseek", "b200_sxm", "fp4", 8.0, 1024.0, 1024.0, 64.0),
                  ("trtllm", "deepseek", "b200_sxm", "fp8", 8.0, 8192.0, 1024.0, 64.0),
                  ("trtllm", "llama", "h200_sxm", "fp8", 8.0, 1024.0, 1024.0, 4.0),
                  ("vllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 1024.0, 4.0)):
-        assert f(ix, *args, 8192.0) == (0.0, 0.0)
-    assert f(aiperf, "trtllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 1024.0, 4.0, 8192.0) == (0.0, 0.0)
-    # The Llama-70B TRT-LLM budget: max_num_tokens = MAX_MODEL_LEN (ISL + OSL + 200), 16,384 on B200 FP8.
-    assert V.inferencex_chunk(ix, "trtllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 4.0, 1024.0) == 2248.0
-    assert V.inferencex_chunk(ix, "trtllm", "llama", "b200_sxm", "fp8", 4.0, 1024.0, 4.0, 1024.0) == 16384.0
+        assert f(*args) == (0.0, 0.0)
+    assert f("trtllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 1024.0, 4.0, harness="aiperf") == (0.0, 0.0)
+    assert V.engine_options(_ix("vllm", "llama", "h200_sxm", "fp8", 4.0, 1024.0, 1024.0, 4.0,
+                                harness="aiperf")) == V.EngineOptions()
 
 
 @pytest.mark.slow  # 37 s on 2 cores (two compiles of the spread-arrivals path); the grouped parity runs by default
