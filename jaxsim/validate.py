@@ -477,9 +477,8 @@ def _quant(row: Mapping[str, Any]) -> tuple[float, float, float] | SkipReason:
     for mode in (*modes, precision):
         if mode not in QUANT_BYTES:
             return SkipReason("unknown_precision", f"{mode!r}; known: {', '.join(QUANT_BYTES)}")
-    gemm = 2.0 if modes[0] in WEIGHT_ONLY or any(model.startswith(p) for p in EXPERTS_ONLY_CHECKPOINTS) \
-        else QUANT_BYTES[modes[0]]
-    bf16_kv = precision not in KV_FP8_PRECISIONS or any(model.startswith(p) for p in BF16_KV_CHECKPOINTS)
+    gemm = 2.0 if modes[0] in WEIGHT_ONLY or model.startswith(EXPERTS_ONLY_CHECKPOINTS) else QUANT_BYTES[modes[0]]
+    bf16_kv = precision not in KV_FP8_PRECISIONS or model.startswith(BF16_KV_CHECKPOINTS)
     return gemm, QUANT_BYTES[modes[1]], 2.0 if bf16_kv else 1.0
 
 
@@ -550,7 +549,8 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
     mode = str(row["mode"]).strip().lower()
     if mode not in ("agg", "disagg"):
         return SkipReason("unknown_mode", f"mode {row['mode']!r} is neither agg nor disagg")
-    hw = catalog.hardware(str(row["system"]), str(row["backend"]).strip().lower() or None)
+    backend = str(row["backend"]).strip().lower()
+    hw = catalog.hardware(str(row["system"]), backend or None)
     if isinstance(hw, SkipReason):
         return hw
     m = catalog.model(str(row["model_path"]))
@@ -575,12 +575,11 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
         d = _deployment(row, "", m, hw, quant)
         if isinstance(d, SkipReason):
             return d
-        backend = str(row["backend"]).strip().lower()
         fw = frameworks.get(backend, Framework())
         precision = str(row["precision"]).strip().lower() if isinstance(row["precision"], str) else ""
         opts = engine_options(EngineRow(harness, backend, model_family(str(row["model_path"]), m),
-                                        str(row["system"]).strip().lower(), precision, float(d.tp), float(isl),
-                                        float(osl), conc))
+                                        str(row["system"]).strip().lower(), precision, float(d.tp), isl, osl,
+                                        conc))
         cfg = AggConfig(d, batch=batch, chunk=opts.chunk, workers=agg_workers(conc, batch, float(d.dp)),
                         mixed_prefill=fw.mixed_prefill, request_overhead_s=fw.request_overhead_s,
                         adp_balance_iters=opts.adp_balance_iters, recv_interval=opts.recv_interval,
@@ -597,7 +596,7 @@ def row_to_scenario(row: Mapping[str, Any], catalog: Catalog | None = None,
                 return pool
         pre, dec = pools
         assert isinstance(pre, Deployment) and isinstance(dec, Deployment)
-        fw = frameworks.get(str(row["backend"]).strip().lower(), Framework())
+        fw = frameworks.get(backend, Framework())
         cfg = DisaggConfig(pre, dec, prefill_batch=sizes["prefill_batch_size"],
                            decode_batch=sizes["decode_batch_size"], prefill_workers=sizes["prefill_num_workers"],
                            decode_workers=sizes["decode_num_workers"], request_overhead_s=fw.request_overhead_s)
